@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up a fresh machine and run every test: Rust (unit + integration, with and without the
+# `train` feature) and the Python checks (detector tooling, h5py reader example).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+echo "== cargo test"
+cargo test --quiet 2>&1
+if [ -d src/train ] && grep -q "pub fn run_train" src/train/*.rs 2>/dev/null; then
+  echo "== cargo test --features train"
+  cargo test --quiet --features train --lib train 2>&1
+fi
+if [ -d detector/tests ]; then
+  echo "== pytest detector/tests"
+  .venv/bin/python -m pytest -q detector/tests
+fi

@@ -1,0 +1,10 @@
+//! The detector stage: ONNX Runtime sessions running any model that honours
+//! `schemas/detector-contract.md` (see [`contract`]), fed by [`preprocess`]ed frames.
+
+pub mod contract;
+pub mod preprocess;
+mod session;
+
+pub use contract::{ContractError, DetectorInfo, Preprocess};
+pub use preprocess::{make_batch, prepare, Batch, PreparedFrame};
+pub use session::{find_runtime_library, sha256_file, Candidates, DetectError, Detector, Device};

@@ -1,0 +1,419 @@
+//! The stage threads and the messages between them.
+
+use std::collections::BTreeMap;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use super::stats::{StageStats, Summary};
+use super::{ExtractConfig, PipelineError};
+use crate::decode::{decode_media, DecodeOptions};
+use crate::detect::{make_batch, prepare, Candidates, Detector, DetectorInfo, PreparedFrame};
+use crate::job::{self, DoneRecord, ItemError, ShardPlan};
+use crate::manifest::Item;
+use crate::select::select;
+use crate::shard::{ExtractedFrame, ExtractedItem, ShardMeta, ShardWriter};
+
+/// One manifest item on its way, numbered in manifest order.
+struct Work<'a> {
+    seq: u64,
+    shard: u64,
+    item: &'a Item,
+}
+
+/// Per-frame facts kept after the pixels are gone.
+#[derive(Clone, Copy)]
+struct FrameMeta {
+    time: f64,
+    frame_time: f64,
+    resized_w: u32,
+    resized_h: u32,
+}
+
+/// A decoded item (frames prepared for the detector).
+struct Decoded {
+    width: u32,
+    height: u32,
+    duration: f64,
+    frames: Vec<FrameMeta>,
+    prepared: Vec<PreparedFrame>,
+}
+
+/// A decoded item after detection.
+struct Detected {
+    width: u32,
+    height: u32,
+    duration: f64,
+    frames: Vec<FrameMeta>,
+    candidates: Vec<Candidates>,
+}
+
+/// An item and how its current stage went; failures travel in order with the rest so that
+/// the writer knows when a shard is complete.
+struct Entry<'a, T> {
+    seq: u64,
+    shard: u64,
+    item: &'a Item,
+    result: Result<T, ItemError>,
+}
+
+fn failure(item: &Item, stage: &str, reason: impl std::fmt::Display) -> ItemError {
+    ItemError {
+        id: item.id.clone(),
+        path: item.path.to_string_lossy().into_owned(),
+        manifest_index: item.index,
+        stage: stage.into(),
+        reason: reason.to_string(),
+    }
+}
+
+struct Stats {
+    decode: StageStats,
+    detect: StageStats,
+    select: StageStats,
+    write: StageStats,
+}
+
+pub(super) fn run(
+    items: &[Item],
+    todo: &[ShardPlan],
+    detectors: Vec<Detector>,
+    cfg: &ExtractConfig,
+) -> Result<Summary, PipelineError> {
+    let info = detectors[0].info().clone();
+    let devices: Vec<String> = detectors.iter().map(|d| d.device().to_string()).collect();
+    let stats = Stats {
+        decode: StageStats::default(),
+        detect: StageStats::default(),
+        select: StageStats::default(),
+        write: StageStats::default(),
+    };
+    let threads = cfg.decode_threads.max(1);
+    let (work_tx, work_rx) = bounded::<Work>(threads * 2);
+    let (decoded_tx, decoded_rx) = bounded::<Entry<Decoded>>(threads * 2);
+    let (batch_tx, batch_rx) = bounded::<(u64, Vec<Entry<Decoded>>)>(detectors.len() + 1);
+    let (detected_tx, detected_rx) = bounded::<(u64, Vec<Entry<Detected>>)>(detectors.len() + 2);
+    let (out_tx, out_rx) = bounded::<Entry<ExtractedItem>>(64);
+    let planned: u64 = todo.iter().map(|s| (s.end - s.start) as u64).sum();
+    let progress = if cfg.progress {
+        let pb = ProgressBar::new(planned);
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} items ({per_sec}, eta {eta}) {msg}")
+                .expect("template"),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let decode_opts = DecodeOptions {
+        num_frames: cfg.frames,
+        resize: Some(info.preprocess.resize_rule()),
+        threads: cfg.decoder_threads,
+    };
+
+    let result = std::thread::scope(|s| {
+        s.spawn(|| feed(items, todo, work_tx));
+        for _ in 0..threads {
+            let (rx, tx) = (work_rx.clone(), decoded_tx.clone());
+            let (stats, info, opts) = (&stats, &info, &decode_opts);
+            s.spawn(move || decode_stage(rx, tx, opts, info, stats));
+        }
+        drop((work_rx, decoded_tx));
+        s.spawn(|| batch_stage(decoded_rx, batch_tx, cfg.batch_size));
+        for mut det in detectors {
+            let (rx, tx) = (batch_rx.clone(), detected_tx.clone());
+            let (stats, bs) = (&stats, cfg.batch_size);
+            s.spawn(move || detect_stage(&mut det, rx, tx, bs, stats));
+        }
+        drop((batch_rx, detected_tx));
+        s.spawn(|| select_stage(detected_rx, out_tx, cfg, &info, &stats));
+        write_stage(out_rx, todo, cfg, &info, &stats, &progress)
+    });
+    progress.finish_and_clear();
+    let mut summary = result?;
+    summary.items = planned;
+    summary.devices = devices;
+    summary.stage_busy = [
+        ("decode".into(), stats.decode.busy()),
+        ("detect".into(), stats.detect.busy()),
+        ("select".into(), stats.select.busy()),
+        ("write".into(), stats.write.busy()),
+    ];
+    Ok(summary)
+}
+
+fn feed<'a>(items: &'a [Item], todo: &[ShardPlan], tx: Sender<Work<'a>>) {
+    let mut seq = 0;
+    for shard in todo {
+        for item in job::shard_items(items, shard) {
+            if tx.send(Work { seq, shard: shard.id, item }).is_err() {
+                return;
+            }
+            seq += 1;
+        }
+    }
+}
+
+fn decode_stage<'a>(rx: Receiver<Work<'a>>, tx: Sender<Entry<'a, Decoded>>, opts: &DecodeOptions, info: &DetectorInfo, stats: &Stats) {
+    for w in rx {
+        let result = stats.decode.time(|| {
+            decode_media(&w.item.path, w.item.kind, opts)
+                .map_err(|e| failure(w.item, "decode", e))
+                .map(|m| Decoded {
+                    width: m.width,
+                    height: m.height,
+                    duration: m.duration,
+                    frames: m
+                        .frames
+                        .iter()
+                        .map(|f| FrameMeta { time: f.time, frame_time: f.frame_time, resized_w: f.width, resized_h: f.height })
+                        .collect(),
+                    prepared: m.frames.iter().map(|f| prepare(f, &info.preprocess)).collect(),
+                })
+        });
+        if tx.send(Entry { seq: w.seq, shard: w.shard, item: w.item, result }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Restores manifest order and groups whole items until a batch has `batch_size` frames.
+fn batch_stage<'a>(rx: Receiver<Entry<'a, Decoded>>, tx: Sender<(u64, Vec<Entry<'a, Decoded>>)>, batch_size: usize) {
+    let mut pending = BTreeMap::new();
+    let mut next = 0u64;
+    let mut batch = Vec::new();
+    let mut frames = 0;
+    let mut batch_seq = 0;
+    for e in rx {
+        pending.insert(e.seq, e);
+        while let Some(e) = pending.remove(&next) {
+            next += 1;
+            frames += e.result.as_ref().map_or(0, |d| d.prepared.len());
+            batch.push(e);
+            if frames >= batch_size {
+                if tx.send((batch_seq, std::mem::take(&mut batch))).is_err() {
+                    return;
+                }
+                batch_seq += 1;
+                frames = 0;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send((batch_seq, batch));
+    }
+}
+
+/// Runs the detector over all frames of `entries`, `batch_size` frames at a time.
+fn detect_frames(det: &mut Detector, frames: &[&PreparedFrame], batch_size: usize) -> Result<Vec<Candidates>, String> {
+    let mut out = Vec::with_capacity(frames.len());
+    for chunk in frames.chunks(batch_size) {
+        let batch = make_batch(chunk, det.info().preprocess.size_divisibility);
+        out.extend(det.run(&batch).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
+}
+
+fn detect_stage<'a>(
+    det: &mut Detector,
+    rx: Receiver<(u64, Vec<Entry<'a, Decoded>>)>,
+    tx: Sender<(u64, Vec<Entry<'a, Detected>>)>,
+    batch_size: usize,
+    stats: &Stats,
+) {
+    for (batch_seq, entries) in rx {
+        let detected = stats.detect.time(|| {
+            let frames: Vec<&PreparedFrame> = entries
+                .iter()
+                .filter_map(|e| e.result.as_ref().ok())
+                .flat_map(|d| d.prepared.iter())
+                .collect();
+            // One failing batch must not take its neighbours down: retry item by item.
+            let mut all = detect_frames(det, &frames, batch_size).ok().map(|v| v.into_iter());
+            entries
+                .into_iter()
+                .map(|e| {
+                    let result = e.result.and_then(|d| {
+                        let n = d.prepared.len();
+                        let cands = match all.as_mut() {
+                            Some(it) => Ok(it.by_ref().take(n).collect()),
+                            None => detect_frames(det, &d.prepared.iter().collect::<Vec<_>>(), batch_size)
+                                .map_err(|r| failure(e.item, "detect", r)),
+                        }?;
+                        Ok(Detected {
+                            width: d.width,
+                            height: d.height,
+                            duration: d.duration,
+                            frames: d.frames,
+                            candidates: cands,
+                        })
+                    });
+                    Entry { seq: e.seq, shard: e.shard, item: e.item, result }
+                })
+                .collect::<Vec<_>>()
+        });
+        if tx.send((batch_seq, detected)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Maps candidate boxes from resized-image pixels to the original frame, clipped to it.
+fn to_original(c: &Candidates, f: &FrameMeta, width: u32, height: u32) -> Vec<[f32; 4]> {
+    let sx = width as f32 / f.resized_w.max(1) as f32;
+    let sy = height as f32 / f.resized_h.max(1) as f32;
+    let (w, h) = (width as f32, height as f32);
+    c.boxes
+        .iter()
+        .map(|b| {
+            [
+                (b[0] * sx).clamp(0.0, w),
+                (b[1] * sy).clamp(0.0, h),
+                (b[2] * sx).clamp(0.0, w),
+                (b[3] * sy).clamp(0.0, h),
+            ]
+        })
+        .collect()
+}
+
+fn extract_item(item: &Item, d: Detected, cfg: &ExtractConfig, info: &DetectorInfo) -> ExtractedItem {
+    let dim = info.feature_dim;
+    let frames = d
+        .candidates
+        .par_iter()
+        .zip(d.frames.par_iter())
+        .map(|(c, f)| {
+            let boxes = to_original(c, f, d.width, d.height);
+            let regions = select(c, &boxes, info.classes.len(), &cfg.select);
+            let mut features = Vec::with_capacity(regions.len() * dim);
+            for r in &regions {
+                features.extend_from_slice(&c.features[r.candidate * dim..(r.candidate + 1) * dim]);
+            }
+            ExtractedFrame { timestamp: f.time, frame_time: f.frame_time, regions, features }
+        })
+        .collect();
+    ExtractedItem {
+        item: item.clone(),
+        width: d.width,
+        height: d.height,
+        duration: d.duration,
+        frames,
+    }
+}
+
+fn select_stage<'a>(
+    rx: Receiver<(u64, Vec<Entry<'a, Detected>>)>,
+    tx: Sender<Entry<'a, ExtractedItem>>,
+    cfg: &ExtractConfig,
+    info: &DetectorInfo,
+    stats: &Stats,
+) {
+    let mut pending = BTreeMap::new();
+    let mut next = 0u64;
+    for (seq, batch) in rx {
+        pending.insert(seq, batch);
+        while let Some(batch) = pending.remove(&next) {
+            next += 1;
+            let outs: Vec<_> = stats.select.time(|| {
+                batch
+                    .into_iter()
+                    .map(|e| Entry {
+                        seq: e.seq,
+                        shard: e.shard,
+                        item: e.item,
+                        result: e.result.map(|d| extract_item(e.item, d, cfg, info)),
+                    })
+                    .collect()
+            });
+            for o in outs {
+                if tx.send(o).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The shard being written and its done-record in the making.
+struct OpenShard {
+    writer: ShardWriter,
+    record: DoneRecord,
+}
+
+fn write_stage(
+    rx: Receiver<Entry<ExtractedItem>>,
+    todo: &[ShardPlan],
+    cfg: &ExtractConfig,
+    info: &DetectorInfo,
+    stats: &Stats,
+    progress: &ProgressBar,
+) -> Result<Summary, PipelineError> {
+    let mut summary = Summary::default();
+    let mut open: Option<OpenShard> = None;
+    let config_json = cfg.recorded_json();
+    let finish = |o: OpenShard, summary: &mut Summary| -> Result<(), PipelineError> {
+        let OpenShard { writer, mut record } = o;
+        let path = writer.commit()?;
+        record.bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        job::write_done(&cfg.out, &record)?;
+        summary.shards_written += 1;
+        Ok(())
+    };
+    for e in rx {
+        stats.write.time(|| -> Result<(), PipelineError> {
+            if open.as_ref().is_some_and(|o| o.record.shard_id != e.shard) {
+                finish(open.take().expect("open"), &mut summary)?;
+            }
+            if open.is_none() {
+                let plan = todo.iter().find(|s| s.id == e.shard).expect("planned shard");
+                let meta = ShardMeta {
+                    shard_id: e.shard,
+                    detector: info.clone(),
+                    max_boxes: cfg.select.max_boxes,
+                    feature_dim: info.feature_dim,
+                    feature_dtype: cfg.feature_dtype,
+                    compression: cfg.compression,
+                    config_json: config_json.clone(),
+                };
+                open = Some(OpenShard {
+                    writer: ShardWriter::create(&cfg.out, &meta)?,
+                    record: DoneRecord {
+                        shard_id: e.shard,
+                        planned: (plan.end - plan.start) as u64,
+                        written: 0,
+                        frames: 0,
+                        boxes: 0,
+                        bytes: 0,
+                        failed: Vec::new(),
+                    },
+                });
+            }
+            let o = open.as_mut().expect("open");
+            match e.result {
+                Ok(x) => {
+                    o.writer.append_item(&x)?;
+                    let boxes: u64 = x.frames.iter().map(|f| f.regions.len().min(cfg.select.max_boxes) as u64).sum();
+                    o.record.written += 1;
+                    o.record.frames += x.frames.len() as u64;
+                    o.record.boxes += boxes;
+                    summary.done += 1;
+                    summary.frames += x.frames.len() as u64;
+                    summary.boxes += boxes;
+                }
+                Err(err) => {
+                    o.record.failed.push(err);
+                    summary.failed += 1;
+                    progress.set_message(format!("{} failed", summary.failed));
+                }
+            }
+            progress.inc(1);
+            let _ = e.seq;
+            Ok(())
+        })?;
+    }
+    if let Some(o) = open.take() {
+        stats.write.time(|| finish(o, &mut summary))?;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,94 @@
+//! The shard schema v1 (`schemas/shard-v1.md`): every dataset and attribute name lives here
+//! and nowhere else.
+
+/// Value of the `schema` attribute.
+pub const SCHEMA_NAME: &str = "regionfeat-shard";
+/// Value of the `schema_version` attribute.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Item datasets (length N).
+pub mod item {
+    /// Manifest id.
+    pub const ID: &str = "item_id";
+    /// Caption.
+    pub const CAPTION: &str = "caption";
+    /// Media path.
+    pub const SOURCE: &str = "source";
+    /// 0 video, 1 image.
+    pub const KIND: &str = "kind";
+    /// Manifest row.
+    pub const MANIFEST_INDEX: &str = "manifest_index";
+    /// First frame row.
+    pub const FRAME_START: &str = "frame_start";
+    /// Frame rows.
+    pub const NUM_FRAMES: &str = "num_frames";
+    /// `(h, w)` of the upright original.
+    pub const IMAGE_HW: &str = "image_hw";
+    /// Sampling duration, seconds.
+    pub const DURATION: &str = "duration";
+}
+
+/// Frame datasets (length T).
+pub mod frame {
+    /// Owning item row.
+    pub const ITEM: &str = "frame_item";
+    /// Sample time.
+    pub const TIMESTAMPS: &str = "timestamps";
+    /// Presentation time of the frame taken.
+    pub const FRAME_TIMES: &str = "frame_times";
+    /// Valid regions.
+    pub const NUM_BOXES: &str = "num_boxes";
+    /// `[T,K,4]` pixels.
+    pub const BOXES: &str = "boxes";
+    /// `[T,K,7]`.
+    pub const LOCATIONS: &str = "locations";
+    /// `[T,K]`.
+    pub const SCORES: &str = "scores";
+    /// `[T,K]`.
+    pub const CLASSES: &str = "classes";
+    /// `[T,K]`.
+    pub const ATTRIBUTES: &str = "attributes";
+    /// `[T,K]`.
+    pub const ATTR_SCORES: &str = "attr_scores";
+    /// `[T,K,D]`.
+    pub const FEATURES: &str = "features";
+}
+
+/// Root attributes.
+pub mod attr {
+    /// `"regionfeat-shard"`.
+    pub const SCHEMA: &str = "schema";
+    /// Schema version.
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    /// Tool version.
+    pub const TOOL_VERSION: &str = "tool_version";
+    /// Shard number.
+    pub const SHARD_ID: &str = "shard_id";
+    /// Detector name.
+    pub const DETECTOR_NAME: &str = "detector_name";
+    /// Detector sha256.
+    pub const DETECTOR_SHA256: &str = "detector_sha256";
+    /// JSON list.
+    pub const CLASS_NAMES: &str = "class_names";
+    /// JSON list.
+    pub const ATTRIBUTE_NAMES: &str = "attribute_names";
+    /// D.
+    pub const FEATURE_DIM: &str = "feature_dim";
+    /// K.
+    pub const MAX_BOXES: &str = "max_boxes";
+    /// Extraction config JSON.
+    pub const CONFIG: &str = "config";
+}
+
+/// Rows per chunk of the small per-frame datasets.
+pub const SMALL_CHUNK_ROWS: usize = 64;
+
+/// File name of shard `id`.
+pub fn shard_file_name(id: u64) -> String {
+    format!("shard-{id:06}.h5")
+}
+
+/// File name of shard `id`'s done-record.
+pub fn done_file_name(id: u64) -> String {
+    format!("shard-{id:06}.done.json")
+}

@@ -1,0 +1,1 @@
+//! The DemoVLP trainer (feature `train`). Placeholder: being written.

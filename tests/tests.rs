@@ -1,0 +1,7 @@
+//! Integration tests: one binary (ripgrep style) driving the real FFmpeg, ONNX Runtime and
+//! HDF5 on the bundled samples and on files made by the tests.
+
+mod util;
+
+mod decode;
+mod extract;
