@@ -25,13 +25,13 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv
 fi
 stamp=.venv/.regionfeat-reqs
-want=$(cat requirements.txt detector/requirements.txt tests/train/requirements.txt 2>/dev/null | sha256sum | cut -c1-16)
+reqs=""
+for r in requirements.txt detector/requirements.txt tests/train/requirements.txt; do [ -f "$r" ] && reqs="$reqs $r"; done
+want=$(cat $reqs | sha256sum | cut -c1-16)
 if [ "$(cat $stamp 2>/dev/null)" != "$want" ]; then
-  echo "== pip install (requirements.txt, detector/requirements.txt, tests/train/requirements.txt)"
+  echo "== pip install -r$reqs"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements.txt
-  [ -f detector/requirements.txt ] && .venv/bin/pip install -q -r detector/requirements.txt
-  [ -f tests/train/requirements.txt ] && .venv/bin/pip install -q -r tests/train/requirements.txt
+  for r in $reqs; do .venv/bin/pip install -q -r "$r"; done
   echo "$want" > $stamp
 fi
 
