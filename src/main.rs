@@ -25,6 +25,10 @@ struct Cli {
 enum Command {
     /// Extract region features from videos and images into HDF5 shards.
     Extract(ExtractArgs),
+    /// Check an output directory against its manifest (exit 0 clean, 1 items failed, 2 incomplete/corrupt).
+    Verify(VerifyArgs),
+    /// (Re)build index.jsonl over all committed shards of an output directory.
+    Index(IndexArgs),
 }
 
 #[derive(Args)]
@@ -80,12 +84,46 @@ struct ExtractArgs {
     /// HDF5 compression: gzip, gzip:0-9, lzf, none.
     #[arg(long, default_value = "gzip")]
     compression: Compression,
+    /// This worker's index [default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, or JOB_COMPLETION_INDEX, or 0].
+    #[arg(long)]
+    worker_index: Option<usize>,
+    /// Number of workers [default: SLURM_ARRAY_TASK_COUNT, or REGIONFEAT_NUM_WORKERS, or 1].
+    #[arg(long)]
+    num_workers: Option<usize>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The manifest the directory was extracted from.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Folder that relative media paths are resolved against.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Manifest format [default: from the extension].
+    #[arg(long)]
+    format: Option<ManifestFormat>,
+    /// Output directory to check.
+    #[arg(long)]
+    out: PathBuf,
+    /// Items per shard [default: from plan.json].
+    #[arg(long)]
+    shard_size: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct IndexArgs {
+    /// Output directory.
+    out: PathBuf,
 }
 
 fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
@@ -113,6 +151,12 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     cfg.feature_dtype = a.feature_dtype;
     cfg.compression = a.compression;
     cfg.progress = !a.quiet;
+    let share = regionfeat::job::worker::resolve_from_env(a.worker_index, a.num_workers).map_err(anyhow::Error::msg)?;
+    cfg.worker_index = share.index;
+    cfg.num_workers = share.count;
+    if share.count > 1 {
+        eprintln!("worker {} of {} (from {})", share.index, share.count, share.source);
+    }
     eprintln!(
         "regionfeat extract: {} items from {} → {}",
         items.len(),
@@ -135,10 +179,62 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let items = manifest::read_manifest(&a.manifest, a.root.as_deref(), a.format)
+        .with_context(|| format!("reading manifest {}", a.manifest.display()))?;
+    let shard_size = match a.shard_size {
+        Some(n) => n,
+        None => regionfeat::job::plan::read(&a.out)
+            .map(|p| p.shard_size as usize)
+            .with_context(|| format!("{} has no plan.json: pass --shard-size", a.out.display()))?,
+    };
+    let rep = regionfeat::job::verify::verify(&a.out, &items, shard_size);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        println!(
+            "shards: {}/{} ok; items: {} ok, {} failed, {} missing, {} duplicated, {} misplaced",
+            rep.shards_ok,
+            rep.shards_planned,
+            rep.items_ok,
+            rep.failed_items.len(),
+            rep.missing_items.len(),
+            rep.duplicate_items.len(),
+            rep.misplaced_items.len()
+        );
+        for s in &rep.missing_shards {
+            println!("missing shard {s}");
+        }
+        for s in &rep.corrupt_shards {
+            println!("corrupt: {s}");
+        }
+        for i in rep.missing_items.iter().chain(&rep.duplicate_items).chain(&rep.misplaced_items) {
+            println!("item problem: {i}");
+        }
+        for f in &rep.failed_items {
+            println!("failed: {} ({}): {}", f.id, f.stage, f.reason);
+        }
+        for l in &rep.leftovers {
+            println!("leftover file: {l}");
+        }
+    }
+    Ok(ExitCode::from(rep.exit_code()))
+}
+
+fn index(a: IndexArgs) -> anyhow::Result<ExitCode> {
+    let plan = regionfeat::job::plan::read(&a.out)
+        .with_context(|| format!("{} has no plan.json (not an extract output directory?)", a.out.display()))?;
+    let n = regionfeat::job::index::build(&a.out, plan.items as usize, plan.shard_size as usize)?;
+    eprintln!("index.jsonl: {n} items");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Extract(a) => extract(a),
+        Command::Verify(a) => verify(a),
+        Command::Index(a) => index(a),
     };
     match result {
         Ok(code) => code,

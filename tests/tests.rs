@@ -5,3 +5,4 @@ mod util;
 
 mod decode;
 mod extract;
+mod jobs;

@@ -48,11 +48,12 @@ pub fn ffmpeg(args: &[&str]) {
     assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Runs `regionfeat` with arguments.
+/// Runs `regionfeat` with arguments (`extract` without its progress bar).
 pub fn regionfeat(args: &[&str]) -> Output {
+    let quiet: &[&str] = if args.first() == Some(&"extract") { &["--quiet"] } else { &[] };
     Command::new(env!("CARGO_BIN_EXE_regionfeat"))
         .args(args)
-        .arg("--quiet")
+        .args(quiet)
         .current_dir(repo())
         .output()
         .expect("run regionfeat")

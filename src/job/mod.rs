@@ -1,6 +1,12 @@
 //! The job plan and its state on disk: which shards exist, which are committed (done-record
 //! present), and the errors of failed items. The manifest order alone fixes item → shard.
 
+pub mod index;
+pub mod lock;
+pub mod plan;
+pub mod verify;
+pub mod worker;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -105,6 +111,11 @@ pub fn write_errors_jsonl(out: &Path, plan: &[ShardPlan]) -> Result<usize, Shard
     }
     write_atomic(&out.join("errors.jsonl"), lines.as_bytes())?;
     Ok(n)
+}
+
+/// Path of a shard's lock file.
+pub fn lock_path(out: &Path, shard_id: u64) -> PathBuf {
+    out.join(format!("shard-{shard_id:06}.lock"))
 }
 
 /// Items of a shard.

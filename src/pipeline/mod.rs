@@ -145,6 +145,16 @@ pub fn extract(items: &[Item], cfg: &ExtractConfig) -> Result<Summary, PipelineE
         .map(|&d| Detector::open(&cfg.detector, d, cfg.intra_threads))
         .collect::<Result<Vec<_>, _>>()?;
     let plan = job::plan_shards(items.len(), cfg.shard_size);
+    let record = job::plan::PlanRecord {
+        items: items.len() as u64,
+        ids_sha256: job::plan::ids_digest(items),
+        shard_size: cfg.shard_size as u64,
+        shards: plan.len() as u64,
+        num_workers: cfg.num_workers as u64,
+        frames: cfg.frames as u64,
+        detector_sha256: detectors[0].info().sha256.clone(),
+    };
+    job::plan::check_or_write(&cfg.out, &record).map_err(PipelineError::Config)?;
     let share = job::worker_share(&plan, cfg.worker_index, cfg.num_workers);
     let todo: Vec<ShardPlan> = share
         .iter()
@@ -156,6 +166,14 @@ pub fn extract(items: &[Item], cfg: &ExtractConfig) -> Result<Summary, PipelineE
     summary.shards_skipped = (share.len() - todo.len()) as u64;
     summary.elapsed = start.elapsed();
     summary.errors_logged = job::write_errors_jsonl(&cfg.out, &plan)? as u64;
+    // The worker that sees every shard committed builds the index (idempotent if several do).
+    // A shard that cannot be read is verify's business; extraction itself succeeded.
+    if plan.iter().all(|s| job::read_done(&cfg.out, s.id).is_some()) {
+        match job::index::build(&cfg.out, items.len(), cfg.shard_size) {
+            Ok(n) => summary.index_items = Some(n as u64),
+            Err(e) => summary.index_error = Some(e.to_string()),
+        }
+    }
     Ok(summary)
 }
 

@@ -1,6 +1,8 @@
 //! The stage threads and the messages between them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,6 +12,7 @@ use super::stats::{StageStats, Summary};
 use super::{ExtractConfig, PipelineError};
 use crate::decode::{decode_media, DecodeOptions};
 use crate::detect::{make_batch, prepare, Candidates, Detector, DetectorInfo, PreparedFrame};
+use crate::job::lock::ShardLock;
 use crate::job::{self, DoneRecord, ItemError, ShardPlan};
 use crate::manifest::Item;
 use crate::select::select;
@@ -68,6 +71,12 @@ fn failure(item: &Item, stage: &str, reason: impl std::fmt::Display) -> ItemErro
     }
 }
 
+/// Locks of the shards this run is working on, taken by the feeder, released after commit.
+type Locks = Mutex<HashMap<u64, ShardLock>>;
+
+/// A lock not refreshed for this long is taken over (its worker is presumed dead).
+const LOCK_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+
 struct Stats {
     decode: StageStats,
     detect: StageStats,
@@ -112,8 +121,9 @@ pub(super) fn run(
         threads: cfg.decoder_threads,
     };
 
+    let locks: Locks = Mutex::new(HashMap::new());
     let result = std::thread::scope(|s| {
-        s.spawn(|| feed(items, todo, work_tx));
+        s.spawn(|| feed(items, todo, work_tx, &cfg.out, &locks));
         for _ in 0..threads {
             let (rx, tx) = (work_rx.clone(), decoded_tx.clone());
             let (stats, info, opts) = (&stats, &info, &decode_opts);
@@ -128,11 +138,10 @@ pub(super) fn run(
         }
         drop((batch_rx, detected_tx));
         s.spawn(|| select_stage(detected_rx, out_tx, cfg, &info, &stats));
-        write_stage(out_rx, todo, cfg, &info, &stats, &progress)
+        write_stage(out_rx, todo, cfg, &info, &stats, &progress, &locks)
     });
     progress.finish_and_clear();
     let mut summary = result?;
-    summary.items = planned;
     summary.devices = devices;
     summary.stage_busy = [
         ("decode".into(), stats.decode.busy()),
@@ -143,9 +152,18 @@ pub(super) fn run(
     Ok(summary)
 }
 
-fn feed<'a>(items: &'a [Item], todo: &[ShardPlan], tx: Sender<Work<'a>>) {
+fn feed<'a>(items: &'a [Item], todo: &[ShardPlan], tx: Sender<Work<'a>>, out: &std::path::Path, locks: &Locks) {
     let mut seq = 0;
     for shard in todo {
+        // Another worker may hold the shard (or have finished it since the plan was read).
+        let lock = match ShardLock::try_acquire(&job::lock_path(out, shard.id), LOCK_STALE_AFTER) {
+            Ok(Some(l)) => l,
+            _ => continue,
+        };
+        if job::read_done(out, shard.id).is_some() {
+            continue;
+        }
+        locks.lock().expect("locks").insert(shard.id, lock);
         for item in job::shard_items(items, shard) {
             if tx.send(Work { seq, shard: shard.id, item }).is_err() {
                 return;
@@ -189,6 +207,15 @@ fn batch_stage<'a>(rx: Receiver<Entry<'a, Decoded>>, tx: Sender<(u64, Vec<Entry<
         pending.insert(e.seq, e);
         while let Some(e) = pending.remove(&next) {
             next += 1;
+            // Batches never cross shards: a shard's contents then depend only on its own items,
+            // whatever the worker split (padding inside a batch can touch a detector's output).
+            if batch.last().is_some_and(|b: &Entry<Decoded>| b.shard != e.shard) {
+                if tx.send((batch_seq, std::mem::take(&mut batch))).is_err() {
+                    return;
+                }
+                batch_seq += 1;
+                frames = 0;
+            }
             frames += e.result.as_ref().map_or(0, |d| d.prepared.len());
             batch.push(e);
             if frames >= batch_size {
@@ -348,6 +375,7 @@ fn write_stage(
     info: &DetectorInfo,
     stats: &Stats,
     progress: &ProgressBar,
+    locks: &Locks,
 ) -> Result<Summary, PipelineError> {
     let mut summary = Summary::default();
     let mut open: Option<OpenShard> = None;
@@ -357,6 +385,7 @@ fn write_stage(
         let path = writer.commit()?;
         record.bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         job::write_done(&cfg.out, &record)?;
+        locks.lock().expect("locks").remove(&record.shard_id);
         summary.shards_written += 1;
         Ok(())
     };
@@ -367,6 +396,7 @@ fn write_stage(
             }
             if open.is_none() {
                 let plan = todo.iter().find(|s| s.id == e.shard).expect("planned shard");
+                summary.items += (plan.end - plan.start) as u64;
                 let meta = ShardMeta {
                     shard_id: e.shard,
                     detector: info.clone(),
@@ -390,6 +420,9 @@ fn write_stage(
                 });
             }
             let o = open.as_mut().expect("open");
+            if let Some(l) = locks.lock().expect("locks").get(&e.shard) {
+                l.refresh();
+            }
             match e.result {
                 Ok(x) => {
                     o.writer.append_item(&x)?;
@@ -408,7 +441,6 @@ fn write_stage(
                 }
             }
             progress.inc(1);
-            let _ = e.seq;
             Ok(())
         })?;
     }

@@ -43,6 +43,10 @@ pub struct Summary {
     pub shards_skipped: u64,
     /// Lines in errors.jsonl (whole output directory).
     pub errors_logged: u64,
+    /// Items in `index.jsonl` when this run completed the plan.
+    pub index_items: Option<u64>,
+    /// Why `index.jsonl` could not be built, if so (run `regionfeat verify`).
+    pub index_error: Option<String>,
     /// Wall time.
     pub elapsed: Duration,
     /// Busy time per stage: decode, detect, select, write.
@@ -80,6 +84,11 @@ impl std::fmt::Display for Summary {
             write!(f, "  {name} {:.2}s", d.as_secs_f64())?;
         }
         writeln!(f)?;
-        write!(f, "devices: {}", self.devices.join(", "))
+        write!(f, "devices: {}", self.devices.join(", "))?;
+        match (&self.index_items, &self.index_error) {
+            (Some(n), _) => write!(f, "\nindex.jsonl: {n} items (all shards committed)"),
+            (None, Some(e)) => write!(f, "\nindex.jsonl not built: {e} (run regionfeat verify)"),
+            (None, None) => Ok(()),
+        }
     }
 }

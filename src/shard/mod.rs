@@ -117,9 +117,11 @@ pub fn commit_file(tmp: &Path, dest: &Path) -> Result<(), ShardError> {
 
 /// Writes `bytes` to `dest` atomically (temporary file + [`commit_file`]).
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), ShardError> {
+    // Unique per process: several workers may write the same file (plan.json, index.jsonl).
     let tmp = dest.with_extension(format!(
-        "{}.tmp",
-        dest.extension().and_then(|e| e.to_str()).unwrap_or("")
+        "{}.{}.tmp",
+        dest.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
     ));
     std::fs::write(&tmp, bytes).map_err(|e| ShardError::at(&tmp, e))?;
     commit_file(&tmp, dest)
