@@ -15,7 +15,11 @@ use regionfeat::shard::{Compression, FeatureDtype};
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
 
 #[derive(Parser)]
-#[command(name = "regionfeat", version, about = "Region features for video-language pre-training (DemoVLP)")]
+#[command(
+    name = "regionfeat",
+    version,
+    about = "Region features for video-language pre-training (DemoVLP)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -151,11 +155,15 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     cfg.feature_dtype = a.feature_dtype;
     cfg.compression = a.compression;
     cfg.progress = !a.quiet;
-    let share = regionfeat::job::worker::resolve_from_env(a.worker_index, a.num_workers).map_err(anyhow::Error::msg)?;
+    let share = regionfeat::job::worker::resolve_from_env(a.worker_index, a.num_workers)
+        .map_err(anyhow::Error::msg)?;
     cfg.worker_index = share.index;
     cfg.num_workers = share.count;
     if share.count > 1 {
-        eprintln!("worker {} of {} (from {})", share.index, share.count, share.source);
+        eprintln!(
+            "worker {} of {} (from {})",
+            share.index, share.count, share.source
+        );
     }
     eprintln!(
         "regionfeat extract: {} items from {} → {}",
@@ -208,7 +216,12 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         for s in &rep.corrupt_shards {
             println!("corrupt: {s}");
         }
-        for i in rep.missing_items.iter().chain(&rep.duplicate_items).chain(&rep.misplaced_items) {
+        for i in rep
+            .missing_items
+            .iter()
+            .chain(&rep.duplicate_items)
+            .chain(&rep.misplaced_items)
+        {
             println!("item problem: {i}");
         }
         for f in &rep.failed_items {
@@ -222,8 +235,12 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn index(a: IndexArgs) -> anyhow::Result<ExitCode> {
-    let plan = regionfeat::job::plan::read(&a.out)
-        .with_context(|| format!("{} has no plan.json (not an extract output directory?)", a.out.display()))?;
+    let plan = regionfeat::job::plan::read(&a.out).with_context(|| {
+        format!(
+            "{} has no plan.json (not an extract output directory?)",
+            a.out.display()
+        )
+    })?;
     let n = regionfeat::job::index::build(&a.out, plan.items as usize, plan.shard_size as usize)?;
     eprintln!("index.jsonl: {n} items");
     Ok(ExitCode::SUCCESS)

@@ -71,7 +71,10 @@ pub fn location(b: &[f32; 4], width: u32, height: u32) -> [f32; 7] {
 fn nms(order: &[usize], boxes: &[[f32; 4]], iou_threshold: f32) -> Vec<usize> {
     let mut kept: Vec<usize> = Vec::new();
     for &i in order {
-        if kept.iter().all(|&k| iou(&boxes[k], &boxes[i]) <= iou_threshold) {
+        if kept
+            .iter()
+            .all(|&k| iou(&boxes[k], &boxes[i]) <= iou_threshold)
+        {
             kept.push(i);
         }
     }
@@ -81,7 +84,13 @@ fn nms(order: &[usize], boxes: &[[f32; 4]], iou_threshold: f32) -> Vec<usize> {
 /// Per-candidate confidence: the max over classes of the scores for which the candidate
 /// survived that class's NMS. Only scores `>= floor` take part (see [`select`] for why this
 /// is exact above the floor).
-fn confidences(boxes: &[[f32; 4]], class_scores: &[f32], c1: usize, iou_t: f32, floor: f32) -> Vec<f32> {
+fn confidences(
+    boxes: &[[f32; 4]],
+    class_scores: &[f32],
+    c1: usize,
+    iou_t: f32,
+    floor: f32,
+) -> Vec<f32> {
     let r = boxes.len();
     let mut conf = vec![0f32; r];
     let mut order = Vec::with_capacity(r);
@@ -119,19 +128,31 @@ fn argmax_from_1(row: &[f32]) -> (u32, f32) {
 /// suppress even lower scores of its class, so running NMS on scores `>= conf_threshold`
 /// gives the exact confidences above the threshold; the full pass (all scores) runs only when
 /// fewer than `min_boxes` pass and the fallback needs the confidences below it.
-pub fn select(c: &Candidates, boxes: &[[f32; 4]], num_classes: usize, cfg: &SelectConfig) -> Vec<Region> {
+pub fn select(
+    c: &Candidates,
+    boxes: &[[f32; 4]],
+    num_classes: usize,
+    cfg: &SelectConfig,
+) -> Vec<Region> {
     let r = boxes.len();
     let c1 = num_classes + 1;
     let a1 = if r == 0 { 1 } else { c.attr_scores.len() / r };
     let mut conf = confidences(boxes, &c.class_scores, c1, cfg.nms_iou, cfg.conf_threshold);
-    let passing = conf.iter().filter(|&&s| s >= cfg.conf_threshold && s > 0.0).count();
+    let passing = conf
+        .iter()
+        .filter(|&&s| s >= cfg.conf_threshold && s > 0.0)
+        .count();
     let want_min = cfg.min_boxes.min(cfg.max_boxes);
     if passing < want_min {
         conf = confidences(boxes, &c.class_scores, c1, cfg.nms_iou, f32::MIN_POSITIVE);
     }
     let mut order: Vec<usize> = (0..r).filter(|&i| conf[i] > 0.0).collect();
     order.sort_by(|&a, &b| conf[b].total_cmp(&conf[a]).then(a.cmp(&b)));
-    let keep = if passing >= want_min { passing.min(cfg.max_boxes) } else { want_min.min(order.len()) };
+    let keep = if passing >= want_min {
+        passing.min(cfg.max_boxes)
+    } else {
+        want_min.min(order.len())
+    };
     order.truncate(keep);
     order
         .into_iter()
@@ -170,7 +191,10 @@ mod tests {
         assert_eq!(iou(&[0.0, 0.0, 1.0, 1.0], &[2.0, 2.0, 3.0, 3.0]), 0.0);
         let l = location(&[10.0, 20.0, 30.0, 60.0], 100, 200);
         let want = [0.1, 0.1, 0.3, 0.3, 0.2, 0.2, 0.04];
-        assert!(l.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{l:?}");
+        assert!(
+            l.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{l:?}"
+        );
     }
 
     #[test]
@@ -190,17 +214,43 @@ mod tests {
             0.9, 0.05, 0.05, // box 3: below threshold
         ];
         let c = cands(boxes.clone(), cls);
-        let cfg = SelectConfig { min_boxes: 0, ..Default::default() };
+        let cfg = SelectConfig {
+            min_boxes: 0,
+            ..Default::default()
+        };
         let sel = select(&c, &boxes, 2, &cfg);
-        assert_eq!(sel.iter().map(|r| r.candidate).collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(
+            sel.iter().map(|r| r.candidate).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
         assert_eq!(sel[0].class, 0);
         assert_eq!(sel[1].class, 1);
         assert!((sel[1].score - 0.7).abs() < 1e-6);
-        let k1 = select(&c, &boxes, 2, &SelectConfig { max_boxes: 1, min_boxes: 0, ..Default::default() });
+        let k1 = select(
+            &c,
+            &boxes,
+            2,
+            &SelectConfig {
+                max_boxes: 1,
+                min_boxes: 0,
+                ..Default::default()
+            },
+        );
         assert_eq!(k1.len(), 1);
         // min_boxes keeps sub-threshold regions by confidence.
-        let m = select(&c, &boxes, 2, &SelectConfig { min_boxes: 3, ..Default::default() });
-        assert_eq!(m.iter().map(|r| r.candidate).collect::<Vec<_>>(), vec![0, 2, 1]);
+        let m = select(
+            &c,
+            &boxes,
+            2,
+            &SelectConfig {
+                min_boxes: 3,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            m.iter().map(|r| r.candidate).collect::<Vec<_>>(),
+            vec![0, 2, 1]
+        );
         assert!(m.windows(2).all(|w| w[0].score >= w[1].score));
     }
 }

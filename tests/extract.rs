@@ -2,14 +2,22 @@
 
 use std::path::Path;
 
-use regionfeat::shard::ShardReader;
 use regionfeat::select::location;
+use regionfeat::shard::ShardReader;
 
-use crate::util::{examples, path_str, python, regionfeat, repo, run_python, stderr, tempdir, test_detector};
+use crate::util::{
+    examples, path_str, python, regionfeat, repo, run_python, stderr, tempdir, test_detector,
+};
 
 fn extract_samples(out: &Path) {
     let det = test_detector();
-    let o = regionfeat(&["extract", "--detector", path_str(&det), "--out", path_str(out)]);
+    let o = regionfeat(&[
+        "extract",
+        "--detector",
+        path_str(&det),
+        "--out",
+        path_str(out),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -37,14 +45,28 @@ fn samples_extract_and_read_back() {
             let m = b.num_boxes[f] as usize;
             assert!(m <= k && m >= 10, "num_boxes {m}");
             let scores = &b.scores[f * k..f * k + m];
-            assert!(scores.windows(2).all(|p| p[0] >= p[1]), "scores not descending: {scores:?}");
-            assert!(b.scores[f * k + m..(f + 1) * k].iter().all(|&s| s == 0.0), "padding not zero");
+            assert!(
+                scores.windows(2).all(|p| p[0] >= p[1]),
+                "scores not descending: {scores:?}"
+            );
+            assert!(
+                b.scores[f * k + m..(f + 1) * k].iter().all(|&s| s == 0.0),
+                "padding not zero"
+            );
             for j in 0..m {
-                let bx: [f32; 4] = b.boxes[(f * k + j) * 4..(f * k + j) * 4 + 4].try_into().unwrap();
-                assert!(bx[0] >= 0.0 && bx[2] <= w as f32 && bx[1] >= 0.0 && bx[3] <= h as f32, "{bx:?}");
+                let bx: [f32; 4] = b.boxes[(f * k + j) * 4..(f * k + j) * 4 + 4]
+                    .try_into()
+                    .unwrap();
+                assert!(
+                    bx[0] >= 0.0 && bx[2] <= w as f32 && bx[1] >= 0.0 && bx[3] <= h as f32,
+                    "{bx:?}"
+                );
                 let loc = &b.locations[(f * k + j) * 7..(f * k + j) * 7 + 7];
                 let want = location(&bx, w, h);
-                assert!(loc.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{loc:?} vs {want:?}");
+                assert!(
+                    loc.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+                    "{loc:?} vs {want:?}"
+                );
             }
         }
         if kinds[i] == 0 {
@@ -57,7 +79,10 @@ fn samples_extract_and_read_back() {
             }
         }
     }
-    assert_eq!(std::fs::read_to_string(dir.path().join("errors.jsonl")).unwrap(), "");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("errors.jsonl")).unwrap(),
+        ""
+    );
 }
 
 #[test]
@@ -79,7 +104,15 @@ fn two_runs_give_identical_datasets() {
     let (a, b) = (tempdir(), tempdir());
     extract_samples(a.path());
     // A different shard size and thread count must not change the shard contents per item.
-    let o = regionfeat(&["extract", "--detector", path_str(&test_detector()), "--out", path_str(b.path()), "--decode-threads", "1"]);
+    let o = regionfeat(&[
+        "extract",
+        "--detector",
+        path_str(&test_detector()),
+        "--out",
+        path_str(b.path()),
+        "--decode-threads",
+        "1",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let ra = ShardReader::open(&a.path().join("shard-000000.h5")).unwrap();
     let rb = ShardReader::open(&b.path().join("shard-000000.h5")).unwrap();
@@ -88,7 +121,10 @@ fn two_runs_give_identical_datasets() {
     let t = ra.num_frame_rows().unwrap();
     assert_eq!(t, rb.num_frame_rows().unwrap());
     assert_eq!(ra.read_frames(0, t).unwrap(), rb.read_frames(0, t).unwrap());
-    assert_eq!(ra.attr_str("config").unwrap(), rb.attr_str("config").unwrap());
+    assert_eq!(
+        ra.attr_str("config").unwrap(),
+        rb.attr_str("config").unwrap()
+    );
 }
 
 #[test]
@@ -98,42 +134,81 @@ fn broken_files_are_logged_and_good_ones_extracted() {
     std::fs::create_dir_all(&media).unwrap();
     let good = examples().join("webvid/videos/002/1000003.mp4");
     std::fs::copy(&good, media.join("good.mp4")).unwrap();
-    std::fs::copy(examples().join("cc3m/images/000000002.png"), media.join("cat.png")).unwrap();
+    std::fs::copy(
+        examples().join("cc3m/images/000000002.png"),
+        media.join("cat.png"),
+    )
+    .unwrap();
     let bytes = std::fs::read(examples().join("webvid/videos/001/1000002.mp4")).unwrap();
     std::fs::write(media.join("truncated.mp4"), &bytes[..bytes.len() / 3]).unwrap();
     std::fs::write(media.join("empty.mp4"), b"").unwrap();
-    std::fs::write(media.join("text.mp4"), b"this is not a video at all\n".repeat(50)).unwrap();
-    crate::util::ffmpeg(&["-f", "lavfi", "-i", "sine=frequency=440:duration=1", path_str(&media.join("audio.m4a"))]);
+    std::fs::write(
+        media.join("text.mp4"),
+        b"this is not a video at all\n".repeat(50),
+    )
+    .unwrap();
+    crate::util::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:duration=1",
+        path_str(&media.join("audio.m4a")),
+    ]);
     let rows = [
-        ("good", "good.mp4"), ("truncated", "truncated.mp4"), ("empty", "empty.mp4"), ("text", "text.mp4"),
-        ("audio", "audio.m4a"), ("missing", "missing.mp4"), ("cat", "cat.png"),
+        ("good", "good.mp4"),
+        ("truncated", "truncated.mp4"),
+        ("empty", "empty.mp4"),
+        ("text", "text.mp4"),
+        ("audio", "audio.m4a"),
+        ("missing", "missing.mp4"),
+        ("cat", "cat.png"),
     ];
     let manifest = dir.path().join("m.jsonl");
     let text: String = rows
         .iter()
-        .map(|(id, p)| format!("{{\"id\": \"{id}\", \"path\": \"{p}\", \"caption\": \"c {id}\"}}\n"))
+        .map(|(id, p)| {
+            format!("{{\"id\": \"{id}\", \"path\": \"{p}\", \"caption\": \"c {id}\"}}\n")
+        })
         .collect();
     std::fs::write(&manifest, text).unwrap();
     let out = dir.path().join("out");
     let o = regionfeat(&[
-        "extract", "--manifest", path_str(&manifest), "--root", path_str(&media),
-        "--detector", path_str(&test_detector()), "--out", path_str(&out),
+        "extract",
+        "--manifest",
+        path_str(&manifest),
+        "--root",
+        path_str(&media),
+        "--detector",
+        path_str(&test_detector()),
+        "--out",
+        path_str(&out),
     ]);
-    assert_eq!(o.status.code(), Some(1), "exit code must say something failed: {}", stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "exit code must say something failed: {}",
+        stderr(&o)
+    );
     let errors: Vec<serde_json::Value> = std::fs::read_to_string(out.join("errors.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let failed: Vec<&str> = errors.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    assert_eq!(failed, vec!["truncated", "empty", "text", "audio", "missing"]);
+    assert_eq!(
+        failed,
+        vec!["truncated", "empty", "text", "audio", "missing"]
+    );
     for e in &errors {
         assert_eq!(e["stage"], "decode");
         assert!(!e["reason"].as_str().unwrap().is_empty());
         let file = rows.iter().find(|(id, _)| *id == e["id"]).unwrap().1;
         assert!(e["path"].as_str().unwrap().ends_with(file), "{e}");
     }
-    let reasons: Vec<&str> = errors.iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = errors
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons[1], "empty file");
     assert_eq!(reasons[3], "no video stream");
     assert!(reasons[4].contains("No such file"), "{reasons:?}");
@@ -153,11 +228,27 @@ fn a_model_breaking_the_contract_is_refused_at_start() {
         "regionfeat.feature_dim",
     ]);
     let out = dir.path().join("out");
-    let o = regionfeat(&["extract", "--detector", path_str(&bad), "--out", path_str(&out)]);
+    let o = regionfeat(&[
+        "extract",
+        "--detector",
+        path_str(&bad),
+        "--out",
+        path_str(&out),
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("regionfeat.feature_dim"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("regionfeat.feature_dim"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!out.join("shard-000000.h5").exists());
-    let o = regionfeat(&["extract", "--detector", path_str(&dir.path().join("nope.onnx")), "--out", path_str(&out)]);
+    let o = regionfeat(&[
+        "extract",
+        "--detector",
+        path_str(&dir.path().join("nope.onnx")),
+        "--out",
+        path_str(&out),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no such file"), "{}", stderr(&o));
     let _ = python();
@@ -166,7 +257,15 @@ fn a_model_breaking_the_contract_is_refused_at_start() {
 #[test]
 fn cuda_without_a_cuda_runtime_fails_loudly() {
     let dir = tempdir();
-    let o = regionfeat(&["extract", "--device", "cuda:0", "--detector", path_str(&test_detector()), "--out", path_str(dir.path())]);
+    let o = regionfeat(&[
+        "extract",
+        "--device",
+        "cuda:0",
+        "--detector",
+        path_str(&test_detector()),
+        "--out",
+        path_str(dir.path()),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cuda:0"), "{}", stderr(&o));
 }
@@ -175,8 +274,15 @@ fn cuda_without_a_cuda_runtime_fails_loudly() {
 fn webvid_csv_and_cc3m_tsv_manifests() {
     let dir = tempdir();
     let o = regionfeat(&[
-        "extract", "--manifest", path_str(&examples().join("webvid/results_sample.csv")),
-        "--detector", path_str(&test_detector()), "--out", path_str(&dir.path().join("w")), "--frames", "2",
+        "extract",
+        "--manifest",
+        path_str(&examples().join("webvid/results_sample.csv")),
+        "--detector",
+        path_str(&test_detector()),
+        "--out",
+        path_str(&dir.path().join("w")),
+        "--frames",
+        "2",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r = ShardReader::open(&dir.path().join("w/shard-000000.h5")).unwrap();
@@ -184,11 +290,20 @@ fn webvid_csv_and_cc3m_tsv_manifests() {
     assert!(r.captions().unwrap()[1].starts_with("Cars wait in city traffic"));
     assert_eq!(r.num_frame_rows().unwrap(), 6);
     let o = regionfeat(&[
-        "extract", "--manifest", path_str(&examples().join("cc3m/captions_sample.tsv")),
-        "--detector", path_str(&test_detector()), "--out", path_str(&dir.path().join("c")), "--shard-size", "3",
+        "extract",
+        "--manifest",
+        path_str(&examples().join("cc3m/captions_sample.tsv")),
+        "--detector",
+        path_str(&test_detector()),
+        "--out",
+        path_str(&dir.path().join("c")),
+        "--shard-size",
+        "3",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let shards: Vec<_> = (0..3).map(|i| dir.path().join(format!("c/shard-00000{i}.h5"))).collect();
+    let shards: Vec<_> = (0..3)
+        .map(|i| dir.path().join(format!("c/shard-00000{i}.h5")))
+        .collect();
     assert!(shards.iter().all(|p| p.exists()));
     let r = ShardReader::open(&shards[2]).unwrap();
     assert_eq!(r.item_ids().unwrap(), vec!["images/000000007"]);

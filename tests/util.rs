@@ -23,13 +23,22 @@ pub fn test_detector() -> PathBuf {
     let p = examples().join("models/test-grid.onnx");
     if !p.exists() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        run_python(&[repo().join("detector/make_test_detector.py").to_str().unwrap(), p.to_str().unwrap()]);
+        run_python(&[
+            repo()
+                .join("detector/make_test_detector.py")
+                .to_str()
+                .unwrap(),
+            p.to_str().unwrap(),
+        ]);
     }
     p
 }
 
 pub fn run_python(args: &[&str]) -> String {
-    let out = Command::new(python()).args(args).output().expect("run python");
+    let out = Command::new(python())
+        .args(args)
+        .output()
+        .expect("run python");
     assert!(
         out.status.success(),
         "python {args:?} failed:\n{}\n{}",
@@ -45,12 +54,20 @@ pub fn ffmpeg(args: &[&str]) {
         .args(args)
         .output()
         .expect("ffmpeg CLI (apt ffmpeg)");
-    assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Runs `regionfeat` with arguments (`extract` without its progress bar).
 pub fn regionfeat(args: &[&str]) -> Output {
-    let quiet: &[&str] = if args.first() == Some(&"extract") { &["--quiet"] } else { &[] };
+    let quiet: &[&str] = if args.first() == Some(&"extract") {
+        &["--quiet"]
+    } else {
+        &[]
+    };
     Command::new(env!("CARGO_BIN_EXE_regionfeat"))
         .args(args)
         .args(quiet)

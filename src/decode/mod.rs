@@ -147,7 +147,10 @@ mod tests {
 
     #[test]
     fn resize_rule_matches_bottom_up() {
-        let r = ResizeRule { shorter_side: 600, max_side: 1000 };
+        let r = ResizeRule {
+            shorter_side: 600,
+            max_side: 1000,
+        };
         assert_eq!(r.apply(1280, 720), (1000, 563));
         assert_eq!(r.apply(640, 480), (800, 600));
         assert_eq!(r.apply(480, 640), (600, 800));

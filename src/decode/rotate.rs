@@ -18,7 +18,11 @@ pub fn rotate_rgb(rgb: &[u8], w: u32, h: u32, degrees: u32) -> (Vec<u8>, u32, u3
             // Output is h wide and w tall.
             for y in 0..h {
                 for x in 0..w {
-                    let (nx, ny) = if degrees == 90 { (h - 1 - y, x) } else { (y, w - 1 - x) };
+                    let (nx, ny) = if degrees == 90 {
+                        (h - 1 - y, x)
+                    } else {
+                        (y, w - 1 - x)
+                    };
                     let src = (y * w + x) * 3;
                     let dst = (ny * h + nx) * 3;
                     out[dst..dst + 3].copy_from_slice(&rgb[src..src + 3]);

@@ -2,7 +2,11 @@
 
 /// The N sample times: midpoints of N equal segments of `[0, duration)`.
 pub fn sample_times(duration: f64, n: usize) -> Vec<f64> {
-    let d = if duration.is_finite() && duration > 0.0 { duration } else { 0.0 };
+    let d = if duration.is_finite() && duration > 0.0 {
+        duration
+    } else {
+        0.0
+    };
     (0..n).map(|i| (i as f64 + 0.5) * d / n as f64).collect()
 }
 

@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
 use ffmpeg::util::frame::Video as AvFrame;
 use ffmpeg::{codec, format, media, Packet, Rational};
+use ffmpeg_next as ffmpeg;
 
 use super::{ffi, rotate, sampling, DecodeError, DecodeOptions, DecodedMedia, RgbFrame};
 use crate::manifest::ItemKind;
@@ -32,7 +32,11 @@ pub fn decode_media(
     }
     let ictx = format::input(path).map_err(|e| DecodeError::Open(e.to_string()))?;
     let mut sampler = Sampler::open(ictx, opts)?;
-    let n = if kind == ItemKind::Image { 1 } else { opts.num_frames.max(1) };
+    let n = if kind == ItemKind::Image {
+        1
+    } else {
+        opts.num_frames.max(1)
+    };
     sampler.sample(n, kind == ItemKind::Image)
 }
 
@@ -190,7 +194,11 @@ impl<'o> Sampler<'o> {
 
     fn sample(&mut self, n: usize, is_image: bool) -> Result<DecodedMedia, DecodeError> {
         let duration = if is_image { 0.0 } else { self.duration() };
-        let targets = if is_image { vec![0.0] } else { sampling::sample_times(duration, n) };
+        let targets = if is_image {
+            vec![0.0]
+        } else {
+            sampling::sample_times(duration, n)
+        };
         let mut current: Option<(f64, AvFrame)> = None;
         let mut ahead: Option<(f64, AvFrame)> = None;
         let mut frames = Vec::with_capacity(n);
@@ -225,8 +233,13 @@ impl<'o> Sampler<'o> {
                         .unwrap_or_else(|| "stream ended before any frame".into()),
                 )
             })?;
-            if !is_image && self.sent_eof && ahead.is_none() && target - chosen.0 > TRUNCATION_GAP_S {
-                return Err(DecodeError::Truncated { last: chosen.0, duration, target });
+            if !is_image && self.sent_eof && ahead.is_none() && target - chosen.0 > TRUNCATION_GAP_S
+            {
+                return Err(DecodeError::Truncated {
+                    last: chosen.0,
+                    duration,
+                    target,
+                });
             }
             let frame = self.convert(chosen.0, target, &chosen.1)?;
             size = (chosen.1.width(), chosen.1.height());
@@ -247,7 +260,12 @@ impl<'o> Sampler<'o> {
     }
 
     /// Converts one decoded frame to packed RGB24 at the output size, then rotates it upright.
-    fn convert(&mut self, frame_time: f64, time: f64, frame: &AvFrame) -> Result<RgbFrame, DecodeError> {
+    fn convert(
+        &mut self,
+        frame_time: f64,
+        time: f64,
+        frame: &AvFrame,
+    ) -> Result<RgbFrame, DecodeError> {
         let (src_w, src_h) = (frame.width(), frame.height());
         if src_w == 0 || src_h == 0 {
             return Err(DecodeError::Convert("frame has zero size".into()));
@@ -266,7 +284,11 @@ impl<'o> Sampler<'o> {
         }
         let key = (frame.format(), src_w, src_h);
         if self.scaler.as_ref().map(|(_, k)| *k) != Some(key)
-            || self.scaler.as_ref().map(|(s, _)| (s.output().width, s.output().height)) != Some((out_w, out_h))
+            || self
+                .scaler
+                .as_ref()
+                .map(|(s, _)| (s.output().width, s.output().height))
+                != Some((out_w, out_h))
         {
             let ctx = scaling::Context::get(
                 frame.format(),
@@ -277,7 +299,9 @@ impl<'o> Sampler<'o> {
                 out_h,
                 scaling::Flags::BILINEAR,
             )
-            .map_err(|e| DecodeError::Convert(format!("{:?} {src_w}x{src_h}: {e}", frame.format())))?;
+            .map_err(|e| {
+                DecodeError::Convert(format!("{:?} {src_w}x{src_h}: {e}", frame.format()))
+            })?;
             self.scaler = Some((ctx, key));
         }
         let (scaler, _) = self.scaler.as_mut().expect("scaler set above");

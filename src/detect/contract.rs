@@ -99,7 +99,10 @@ pub struct ContractError(pub String);
 
 impl DetectorInfo {
     /// Parses and checks the metadata map.
-    pub fn from_metadata(meta: &HashMap<String, String>, sha256: String) -> Result<Self, ContractError> {
+    pub fn from_metadata(
+        meta: &HashMap<String, String>,
+        sha256: String,
+    ) -> Result<Self, ContractError> {
         let get = |k: &str| {
             meta.get(k)
                 .ok_or_else(|| ContractError(format!("metadata key {k:?} is missing")))
@@ -112,11 +115,15 @@ impl DetectorInfo {
             )));
         }
         let json = |k: &str| -> Result<serde_json::Value, ContractError> {
-            serde_json::from_str(get(k)?).map_err(|e| ContractError(format!("{k} is not valid JSON: {e}")))
+            serde_json::from_str(get(k)?)
+                .map_err(|e| ContractError(format!("{k} is not valid JSON: {e}")))
         };
         let preprocess: Preprocess = serde_json::from_value(json(keys::PREPROCESS)?)
             .map_err(|e| ContractError(format!("{}: {e}", keys::PREPROCESS)))?;
-        if !matches!(preprocess.channel_order.to_ascii_uppercase().as_str(), "BGR" | "RGB") {
+        if !matches!(
+            preprocess.channel_order.to_ascii_uppercase().as_str(),
+            "BGR" | "RGB"
+        ) {
             return Err(ContractError(format!(
                 "preprocess.channel_order must be \"BGR\" or \"RGB\", not {:?}",
                 preprocess.channel_order
@@ -129,21 +136,31 @@ impl DetectorInfo {
             )));
         }
         if preprocess.pixel_std.iter().any(|s| *s <= 0.0) {
-            return Err(ContractError("preprocess.pixel_std must be positive".into()));
+            return Err(ContractError(
+                "preprocess.pixel_std must be positive".into(),
+            ));
         }
-        let classes: Vec<String> = serde_json::from_value(json(keys::CLASSES)?)
-            .map_err(|e| ContractError(format!("{} must be a list of strings: {e}", keys::CLASSES)))?;
+        let classes: Vec<String> = serde_json::from_value(json(keys::CLASSES)?).map_err(|e| {
+            ContractError(format!("{} must be a list of strings: {e}", keys::CLASSES))
+        })?;
         if classes.is_empty() {
             return Err(ContractError(format!("{} is empty", keys::CLASSES)));
         }
-        let attributes: Vec<String> = serde_json::from_value(json(keys::ATTRIBUTES)?)
-            .map_err(|e| ContractError(format!("{} must be a list of strings: {e}", keys::ATTRIBUTES)))?;
+        let attributes: Vec<String> =
+            serde_json::from_value(json(keys::ATTRIBUTES)?).map_err(|e| {
+                ContractError(format!(
+                    "{} must be a list of strings: {e}",
+                    keys::ATTRIBUTES
+                ))
+            })?;
         let feature_dim: usize = get(keys::FEATURE_DIM)?
             .trim()
             .parse()
             .ok()
             .filter(|d| *d > 0)
-            .ok_or_else(|| ContractError(format!("{} must be a positive integer", keys::FEATURE_DIM)))?;
+            .ok_or_else(|| {
+                ContractError(format!("{} must be a positive integer", keys::FEATURE_DIM))
+            })?;
         Ok(Self {
             name: get(keys::NAME)?.clone(),
             sha256,
@@ -180,11 +197,16 @@ mod tests {
         assert_eq!(info.preprocess.size_divisibility, 0);
         let mut m = meta();
         m.remove(keys::CLASSES);
-        let e = DetectorInfo::from_metadata(&m, "x".into()).unwrap_err().to_string();
+        let e = DetectorInfo::from_metadata(&m, "x".into())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("regionfeat.classes"), "{e}");
         let mut m = meta();
         m.insert(keys::VERSION.into(), "9".into());
-        assert!(DetectorInfo::from_metadata(&m, "x".into()).unwrap_err().to_string().contains("\"9\""));
+        assert!(DetectorInfo::from_metadata(&m, "x".into())
+            .unwrap_err()
+            .to_string()
+            .contains("\"9\""));
         let mut m = meta();
         m.insert(keys::FEATURE_DIM.into(), "zero".into());
         assert!(DetectorInfo::from_metadata(&m, "x".into()).is_err());

@@ -100,20 +100,37 @@ mod tests {
 
     #[test]
     fn channel_order_mean_std() {
-        let f = RgbFrame { time: 0.0, frame_time: 0.0, width: 1, height: 1, rgb: vec![100, 50, 200] };
+        let f = RgbFrame {
+            time: 0.0,
+            frame_time: 0.0,
+            width: 1,
+            height: 1,
+            rgb: vec![100, 50, 200],
+        };
         assert_eq!(prepare(&f, &pre("BGR")).chw, vec![190.0, 15.0, 70.0]);
         assert_eq!(prepare(&f, &pre("RGB")).chw, vec![90.0, 15.0, 170.0]);
     }
 
     #[test]
     fn padding_bottom_right() {
-        let a = PreparedFrame { chw: vec![1.0; 3 * 2], height: 1, width: 2 };
-        let b = PreparedFrame { chw: vec![2.0; 3 * 2], height: 2, width: 1 };
+        let a = PreparedFrame {
+            chw: vec![1.0; 3 * 2],
+            height: 1,
+            width: 2,
+        };
+        let b = PreparedFrame {
+            chw: vec![2.0; 3 * 2],
+            height: 2,
+            width: 1,
+        };
         let batch = make_batch(&[&a, &b], 4);
         assert_eq!((batch.height, batch.width), (4, 4));
         assert_eq!(&batch.images[0..4], &[1.0, 1.0, 0.0, 0.0]);
         let b0 = 3 * 16;
-        assert_eq!(&batch.images[b0..b0 + 8], &[2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            &batch.images[b0..b0 + 8],
+            &[2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0]
+        );
         assert_eq!(batch.image_sizes, vec![1.0, 2.0, 2.0, 1.0]);
     }
 }

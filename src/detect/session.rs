@@ -64,7 +64,9 @@ pub enum DetectError {
     #[error(transparent)]
     Contract(#[from] ContractError),
     /// The requested execution provider could not be registered.
-    #[error("cannot use {device}: {reason} (no silent CPU fallback; use --device cpu to run on CPU)")]
+    #[error(
+        "cannot use {device}: {reason} (no silent CPU fallback; use --device cpu to run on CPU)"
+    )]
     Device {
         /// Requested device.
         device: Device,
@@ -84,7 +86,10 @@ pub fn find_runtime_library() -> Result<PathBuf, DetectError> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(DetectError::Runtime(format!("ORT_DYLIB_PATH={} is not a file", p.display())))
+            Err(DetectError::Runtime(format!(
+                "ORT_DYLIB_PATH={} is not a file",
+                p.display()
+            )))
         };
     }
     let mut bases: Vec<PathBuf> = Vec::new();
@@ -96,10 +101,14 @@ pub fn find_runtime_library() -> Result<PathBuf, DetectError> {
     }
     for base in bases {
         let lib = base.join(".venv/lib");
-        let Ok(pythons) = std::fs::read_dir(&lib) else { continue };
+        let Ok(pythons) = std::fs::read_dir(&lib) else {
+            continue;
+        };
         for py in pythons.flatten() {
             let capi = py.path().join("site-packages/onnxruntime/capi");
-            let Ok(files) = std::fs::read_dir(&capi) else { continue };
+            let Ok(files) = std::fs::read_dir(&capi) else {
+                continue;
+            };
             let mut libs: Vec<PathBuf> = files
                 .flatten()
                 .map(|f| f.path())
@@ -125,7 +134,8 @@ fn environment() -> Result<&'static ort::environment::Environment, DetectError> 
     static ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let lib = find_runtime_library().map_err(|e| e.to_string())?;
-        let builder = ort::init_from(&lib).map_err(|e| format!("loading {}: {e}", lib.display()))?;
+        let builder =
+            ort::init_from(&lib).map_err(|e| format!("loading {}: {e}", lib.display()))?;
         builder
             .with_name("regionfeat")
             .build()
@@ -227,7 +237,11 @@ impl Detector {
         drop(meta);
         let info = DetectorInfo::from_metadata(&map, sha256)?;
         check_io(&session)?;
-        let mut detector = Self { session, info, device };
+        let mut detector = Self {
+            session,
+            info,
+            device,
+        };
         detector.dry_run()?;
         Ok(detector)
     }
@@ -243,15 +257,22 @@ impl Detector {
     }
 
     fn dry_run(&mut self) -> Result<(), DetectError> {
-        let s = self.info.preprocess.shorter_side.min(self.info.preprocess.max_side) as usize;
+        let s = self
+            .info
+            .preprocess
+            .shorter_side
+            .min(self.info.preprocess.max_side) as usize;
         let frame = super::preprocess::PreparedFrame {
             chw: vec![0.0; 3 * s * s],
             height: s as u32,
             width: s as u32,
         };
-        let batch = super::preprocess::make_batch(&[&frame], self.info.preprocess.size_divisibility);
+        let batch =
+            super::preprocess::make_batch(&[&frame], self.info.preprocess.size_divisibility);
         self.run(&batch).map(|_| ()).map_err(|e| match e {
-            DetectError::Run(r) => DetectError::Contract(ContractError(format!("a dry run on a {s}x{s} frame failed: {r}"))),
+            DetectError::Run(r) => DetectError::Contract(ContractError(format!(
+                "a dry run on a {s}x{s} frame failed: {r}"
+            ))),
             other => other,
         })
     }
@@ -264,8 +285,9 @@ impl Detector {
             batch.images.clone().into_boxed_slice(),
         ))
         .map_err(run_err)?;
-        let sizes = Tensor::from_array(([batch.len, 2], batch.image_sizes.clone().into_boxed_slice()))
-            .map_err(run_err)?;
+        let sizes =
+            Tensor::from_array(([batch.len, 2], batch.image_sizes.clone().into_boxed_slice()))
+                .map_err(run_err)?;
         let outputs = self
             .session
             .run(ort::inputs! { names::IMAGES => images, names::IMAGE_SIZES => sizes })
@@ -273,9 +295,15 @@ impl Detector {
         let c1 = self.info.classes.len() + 1;
         let a1 = self.info.attributes.len() + 1;
         let d = self.info.feature_dim;
-        let (bshape, boxes) = outputs[names::BOXES].try_extract_tensor::<f32>().map_err(run_err)?;
-        let (cshape, cls) = outputs[names::CLASS_SCORES].try_extract_tensor::<f32>().map_err(run_err)?;
-        let (ashape, attr) = outputs[names::ATTR_SCORES].try_extract_tensor::<f32>().map_err(run_err)?;
+        let (bshape, boxes) = outputs[names::BOXES]
+            .try_extract_tensor::<f32>()
+            .map_err(run_err)?;
+        let (cshape, cls) = outputs[names::CLASS_SCORES]
+            .try_extract_tensor::<f32>()
+            .map_err(run_err)?;
+        let (ashape, attr) = outputs[names::ATTR_SCORES]
+            .try_extract_tensor::<f32>()
+            .map_err(run_err)?;
         let feat_value = &outputs[names::FEATURES];
         let (fshape, feats): (Vec<i64>, Vec<f32>) = match feat_value.try_extract_tensor::<f32>() {
             Ok((s, v)) => (s.to_vec(), v.to_vec()),
@@ -317,18 +345,30 @@ fn check_io(session: &Session) -> Result<(), ContractError> {
     let inputs: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
     for want in [names::IMAGES, names::IMAGE_SIZES] {
         if !inputs.contains(&want) {
-            return Err(ContractError(format!("input {want:?} is missing (model inputs: {inputs:?})")));
+            return Err(ContractError(format!(
+                "input {want:?} is missing (model inputs: {inputs:?})"
+            )));
         }
     }
     for input in session.inputs() {
         if input.dtype().tensor_type() != Some(TensorElementType::Float32) {
-            return Err(ContractError(format!("input {:?} must be float32", input.name())));
+            return Err(ContractError(format!(
+                "input {:?} must be float32",
+                input.name()
+            )));
         }
     }
     let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
-    for want in [names::BOXES, names::CLASS_SCORES, names::ATTR_SCORES, names::FEATURES] {
+    for want in [
+        names::BOXES,
+        names::CLASS_SCORES,
+        names::ATTR_SCORES,
+        names::FEATURES,
+    ] {
         if !outputs.contains(&want) {
-            return Err(ContractError(format!("output {want:?} is missing (model outputs: {outputs:?})")));
+            return Err(ContractError(format!(
+                "output {want:?} is missing (model outputs: {outputs:?})"
+            )));
         }
     }
     for o in session.outputs() {

@@ -35,7 +35,10 @@ pub fn build(out: &Path, items: usize, shard_size: usize) -> Result<usize, Shard
     let mut n = 0;
     for s in plan_shards(items, shard_size) {
         if read_done(out, s.id).is_none() {
-            return Err(ShardError::at(out, format!("shard {} is not committed yet: index not built", s.id)));
+            return Err(ShardError::at(
+                out,
+                format!("shard {} is not committed yet: index not built", s.id),
+            ));
         }
         let name = schema::shard_file_name(s.id);
         let r = ShardReader::open(&out.join(&name))?;
@@ -73,6 +76,9 @@ pub fn build(out: &Path, items: usize, shard_size: usize) -> Result<usize, Shard
 pub fn read(out: &Path) -> std::io::Result<Vec<IndexEntry>> {
     std::fs::read_to_string(out.join("index.jsonl"))?
         .lines()
-        .map(|l| serde_json::from_str(l).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+        .map(|l| {
+            serde_json::from_str(l)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
         .collect()
 }

@@ -30,7 +30,9 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 fn is_stale(path: &Path, stale_after: Duration) -> bool {
-    let Ok(meta) = std::fs::metadata(path) else { return false };
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
     let age = meta
         .modified()
         .ok()
@@ -39,7 +41,10 @@ fn is_stale(path: &Path, stale_after: Duration) -> bool {
     if age > stale_after {
         return true;
     }
-    match std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str::<Owner>(&t).ok()) {
+    match std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Owner>(&t).ok())
+    {
         Some(o) => o.host == hostname() && o.pid != std::process::id() && !pid_alive(o.pid),
         // Unreadable (a writer killed mid-write): stale once it is a few seconds old.
         None => age > Duration::from_secs(5),
@@ -50,12 +55,21 @@ impl ShardLock {
     /// Tries to take the lock; `Ok(None)` when a live worker holds it.
     pub fn try_acquire(path: &Path, stale_after: Duration) -> std::io::Result<Option<Self>> {
         for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
                 Ok(mut f) => {
-                    let owner = Owner { host: hostname(), pid: std::process::id() };
+                    let owner = Owner {
+                        host: hostname(),
+                        pid: std::process::id(),
+                    };
                     f.write_all(serde_json::to_string(&owner).expect("json").as_bytes())?;
                     f.sync_all()?;
-                    return Ok(Some(Self { path: path.to_path_buf() }));
+                    return Ok(Some(Self {
+                        path: path.to_path_buf(),
+                    }));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     if is_stale(path, stale_after) {
@@ -96,16 +110,42 @@ mod tests {
     fn exclusive_and_stale_recovery() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.lock");
-        let a = ShardLock::try_acquire(&p, Duration::from_secs(60)).unwrap().expect("first");
-        assert!(ShardLock::try_acquire(&p, Duration::from_secs(60)).unwrap().is_none());
+        let a = ShardLock::try_acquire(&p, Duration::from_secs(60))
+            .unwrap()
+            .expect("first");
+        assert!(ShardLock::try_acquire(&p, Duration::from_secs(60))
+            .unwrap()
+            .is_none());
         drop(a);
         assert!(!p.exists());
         // A lock left by a dead process on this host is taken over.
-        std::fs::write(&p, serde_json::to_string(&Owner { host: hostname(), pid: 4_000_000 }).unwrap()).unwrap();
-        assert!(ShardLock::try_acquire(&p, Duration::from_secs(60)).unwrap().is_some());
+        std::fs::write(
+            &p,
+            serde_json::to_string(&Owner {
+                host: hostname(),
+                pid: 4_000_000,
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(ShardLock::try_acquire(&p, Duration::from_secs(60))
+            .unwrap()
+            .is_some());
         // A lock of a live process on another host is respected until it ages out.
-        std::fs::write(&p, serde_json::to_string(&Owner { host: "elsewhere".into(), pid: 1 }).unwrap()).unwrap();
-        assert!(ShardLock::try_acquire(&p, Duration::from_secs(60)).unwrap().is_none());
-        assert!(ShardLock::try_acquire(&p, Duration::from_secs(0)).unwrap().is_some());
+        std::fs::write(
+            &p,
+            serde_json::to_string(&Owner {
+                host: "elsewhere".into(),
+                pid: 1,
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(ShardLock::try_acquire(&p, Duration::from_secs(60))
+            .unwrap()
+            .is_none());
+        assert!(ShardLock::try_acquire(&p, Duration::from_secs(0))
+            .unwrap()
+            .is_some());
     }
 }

@@ -132,7 +132,10 @@ mod tests {
         let plan = plan_shards(10, 3);
         assert_eq!(plan.len(), 4);
         assert_eq!((plan[3].start, plan[3].end), (9, 10));
-        let mut ids: Vec<u64> = (0..3).flat_map(|w| worker_share(&plan, w, 3)).map(|s| s.id).collect();
+        let mut ids: Vec<u64> = (0..3)
+            .flat_map(|w| worker_share(&plan, w, 3))
+            .map(|s| s.id)
+            .collect();
         ids.sort();
         assert_eq!(ids, vec![0, 1, 2, 3]);
         assert!(plan_shards(0, 3).is_empty());

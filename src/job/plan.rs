@@ -45,13 +45,20 @@ pub fn check_or_write(out: &Path, want: &PlanRecord) -> Result<(), String> {
     let path = out.join("plan.json");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let have: PlanRecord = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let have: PlanRecord =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
             let mut diffs = Vec::new();
             if have.items != want.items || have.ids_sha256 != want.ids_sha256 {
-                diffs.push(format!("the manifest differs ({} items then, {} now, or other ids)", have.items, want.items));
+                diffs.push(format!(
+                    "the manifest differs ({} items then, {} now, or other ids)",
+                    have.items, want.items
+                ));
             }
             if have.shard_size != want.shard_size {
-                diffs.push(format!("--shard-size was {}, now {}", have.shard_size, want.shard_size));
+                diffs.push(format!(
+                    "--shard-size was {}, now {}",
+                    have.shard_size, want.shard_size
+                ));
             }
             if have.frames != want.frames {
                 diffs.push(format!("--frames was {}, now {}", have.frames, want.frames));
@@ -69,7 +76,8 @@ pub fn check_or_write(out: &Path, want: &PlanRecord) -> Result<(), String> {
                 ))
             }
         }
-        Err(_) => write_atomic(&path, &serde_json::to_vec_pretty(want).expect("json")).map_err(|e: ShardError| e.to_string()),
+        Err(_) => write_atomic(&path, &serde_json::to_vec_pretty(want).expect("json"))
+            .map_err(|e: ShardError| e.to_string()),
     }
 }
 

@@ -56,7 +56,10 @@ impl VerifyReport {
 /// Checks `out` against `items` split into shards of `shard_size`.
 pub fn verify(out: &Path, items: &[Item], shard_size: usize) -> VerifyReport {
     let plan = plan_shards(items.len(), shard_size);
-    let mut rep = VerifyReport { shards_planned: plan.len() as u64, ..Default::default() };
+    let mut rep = VerifyReport {
+        shards_planned: plan.len() as u64,
+        ..Default::default()
+    };
     let mut seen: HashMap<String, u32> = HashMap::new();
     let mut accounted: HashSet<String> = HashSet::new();
     for s in &plan {
@@ -65,7 +68,10 @@ pub fn verify(out: &Path, items: &[Item], shard_size: usize) -> VerifyReport {
             continue;
         };
         let name = schema::shard_file_name(s.id);
-        let expected: HashSet<&str> = items[s.start..s.end].iter().map(|i| i.id.as_str()).collect();
+        let expected: HashSet<&str> = items[s.start..s.end]
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect();
         let read = (|| {
             let r = ShardReader::open(&out.join(&name))?;
             Ok::<_, crate::shard::ShardError>((r.item_ids()?, r.num_frame_rows()?))
@@ -97,7 +103,11 @@ pub fn verify(out: &Path, items: &[Item], shard_size: usize) -> VerifyReport {
         rep.items_ok += ids.len() as u64;
         rep.failed_items.extend(done.failed);
     }
-    let committed: HashSet<u64> = plan.iter().map(|s| s.id).filter(|id| !rep.missing_shards.contains(id)).collect();
+    let committed: HashSet<u64> = plan
+        .iter()
+        .map(|s| s.id)
+        .filter(|id| !rep.missing_shards.contains(id))
+        .collect();
     for s in &plan {
         if committed.contains(&s.id) {
             rep.missing_items.extend(
@@ -108,7 +118,11 @@ pub fn verify(out: &Path, items: &[Item], shard_size: usize) -> VerifyReport {
             );
         }
     }
-    let mut dups: Vec<String> = seen.into_iter().filter(|(_, n)| *n > 1).map(|(id, _)| id).collect();
+    let mut dups: Vec<String> = seen
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| id)
+        .collect();
     dups.sort();
     rep.duplicate_items = dups;
     if let Ok(entries) = std::fs::read_dir(out) {

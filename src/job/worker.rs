@@ -34,26 +34,38 @@ pub fn resolve(
 ) -> Result<WorkerShare, String> {
     let check = |s: WorkerShare| {
         if s.count == 0 || s.index >= s.count {
-            Err(format!("worker index {} is not below the worker count {} (from {})", s.index, s.count, s.source))
+            Err(format!(
+                "worker index {} is not below the worker count {} (from {})",
+                s.index, s.count, s.source
+            ))
         } else {
             Ok(s)
         }
     };
     if let Some(index) = index_flag {
         let count = count_flag.ok_or("--worker-index needs --num-workers")?;
-        return check(WorkerShare { index, count, source: "flags" });
+        return check(WorkerShare {
+            index,
+            count,
+            source: "flags",
+        });
     }
     if let Some(id) = num(env, "SLURM_ARRAY_TASK_ID")? {
         let min = num(env, "SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
         let count = match count_flag {
             Some(c) => c,
-            None => num(env, "SLURM_ARRAY_TASK_COUNT")?
-                .ok_or("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not: pass --num-workers")?,
+            None => num(env, "SLURM_ARRAY_TASK_COUNT")?.ok_or(
+                "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not: pass --num-workers",
+            )?,
         };
-        let index = id
-            .checked_sub(min)
-            .ok_or_else(|| format!("SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}"))?;
-        return check(WorkerShare { index, count, source: "slurm" });
+        let index = id.checked_sub(min).ok_or_else(|| {
+            format!("SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}")
+        })?;
+        return check(WorkerShare {
+            index,
+            count,
+            source: "slurm",
+        });
     }
     if let Some(index) = num(env, "JOB_COMPLETION_INDEX")? {
         let count = match count_flag {
@@ -62,13 +74,24 @@ pub fn resolve(
                 "JOB_COMPLETION_INDEX is set: pass --num-workers or set REGIONFEAT_NUM_WORKERS to the Job's completions",
             )?,
         };
-        return check(WorkerShare { index, count, source: "kubernetes" });
+        return check(WorkerShare {
+            index,
+            count,
+            source: "kubernetes",
+        });
     }
-    check(WorkerShare { index: 0, count: count_flag.unwrap_or(1), source: "default" })
+    check(WorkerShare {
+        index: 0,
+        count: count_flag.unwrap_or(1),
+        source: "default",
+    })
 }
 
 /// [`resolve`] with the process environment.
-pub fn resolve_from_env(index_flag: Option<usize>, count_flag: Option<usize>) -> Result<WorkerShare, String> {
+pub fn resolve_from_env(
+    index_flag: Option<usize>,
+    count_flag: Option<usize>,
+) -> Result<WorkerShare, String> {
     resolve(index_flag, count_flag, &|k| std::env::var(k).ok())
 }
 
@@ -78,18 +101,51 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| m.get(k).cloned()
     }
 
     #[test]
     fn flags_then_slurm_then_kubernetes() {
-        let e = env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_MIN", "4"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
-        assert_eq!(resolve(Some(2), Some(3), &e).unwrap(), WorkerShare { index: 2, count: 3, source: "flags" });
-        assert_eq!(resolve(None, None, &e).unwrap(), WorkerShare { index: 1, count: 4, source: "slurm" });
-        let k = env(&[("JOB_COMPLETION_INDEX", "3"), ("REGIONFEAT_NUM_WORKERS", "4")]);
-        assert_eq!(resolve(None, None, &k).unwrap(), WorkerShare { index: 3, count: 4, source: "kubernetes" });
-        assert!(resolve(None, None, &env(&[("JOB_COMPLETION_INDEX", "3")])).unwrap_err().contains("--num-workers"));
+        let e = env(&[
+            ("SLURM_ARRAY_TASK_ID", "5"),
+            ("SLURM_ARRAY_TASK_MIN", "4"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ]);
+        assert_eq!(
+            resolve(Some(2), Some(3), &e).unwrap(),
+            WorkerShare {
+                index: 2,
+                count: 3,
+                source: "flags"
+            }
+        );
+        assert_eq!(
+            resolve(None, None, &e).unwrap(),
+            WorkerShare {
+                index: 1,
+                count: 4,
+                source: "slurm"
+            }
+        );
+        let k = env(&[
+            ("JOB_COMPLETION_INDEX", "3"),
+            ("REGIONFEAT_NUM_WORKERS", "4"),
+        ]);
+        assert_eq!(
+            resolve(None, None, &k).unwrap(),
+            WorkerShare {
+                index: 3,
+                count: 4,
+                source: "kubernetes"
+            }
+        );
+        assert!(resolve(None, None, &env(&[("JOB_COMPLETION_INDEX", "3")]))
+            .unwrap_err()
+            .contains("--num-workers"));
         assert!(resolve(None, Some(2), &env(&[("JOB_COMPLETION_INDEX", "3")])).is_err());
         assert!(resolve(Some(0), None, &env(&[])).is_err());
         assert_eq!(resolve(None, None, &env(&[])).unwrap().count, 1);

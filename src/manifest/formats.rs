@@ -115,15 +115,23 @@ fn parse_webvid(text: &str, manifest: &Path, root: &Path) -> Result<Vec<Item>, M
         .map_err(|e| row_error(manifest, 1, e.to_string()))?
         .clone();
     let col = |name: &str| -> Result<usize, ManifestError> {
-        headers.iter().position(|h| h.trim() == name).ok_or_else(|| {
-            row_error(
-                manifest,
-                1,
-                format!("WebVid header lacks column {name:?} (have: {headers:?})"),
-            )
-        })
+        headers
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| {
+                row_error(
+                    manifest,
+                    1,
+                    format!("WebVid header lacks column {name:?} (have: {headers:?})"),
+                )
+            })
     };
-    let (c_id, c_url, c_dir, c_name) = (col("videoid")?, col("contentUrl")?, col("page_dir")?, col("name")?);
+    let (c_id, c_url, c_dir, c_name) = (
+        col("videoid")?,
+        col("contentUrl")?,
+        col("page_dir")?,
+        col("name")?,
+    );
     let mut items = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let line = i + 2;
@@ -163,7 +171,12 @@ fn parse_cc3m(text: &str, manifest: &Path, root: &Path) -> Result<Vec<Item>, Man
                 format!("{rel:?} is not a local path: download the images first (e.g. img2dataset) and list their paths"),
             ));
         }
-        items.push(item(items.len(), id_from_path(rel), root.join(rel), caption.to_string()));
+        items.push(item(
+            items.len(),
+            id_from_path(rel),
+            root.join(rel),
+            caption.to_string(),
+        ));
     }
     Ok(items)
 }
@@ -187,7 +200,13 @@ fn parse_jsonl(text: &str, manifest: &Path, root: &Path) -> Result<Vec<Item>, Ma
         let id = match row.id {
             Some(serde_json::Value::String(s)) => s,
             Some(serde_json::Value::Number(n)) => n.to_string(),
-            Some(other) => return Err(row_error(manifest, i + 1, format!("id must be a string or number, got {other}"))),
+            Some(other) => {
+                return Err(row_error(
+                    manifest,
+                    i + 1,
+                    format!("id must be a string or number, got {other}"),
+                ))
+            }
             None => id_from_path(&row.path),
         };
         items.push(item(items.len(), id, root.join(&row.path), row.caption));
@@ -250,13 +269,19 @@ mod tests {
 
     #[test]
     fn webvid_missing_column_is_an_error() {
-        let err = parse_webvid("videoid,name\n1,x\n", Path::new("m.csv"), Path::new("/r")).unwrap_err();
+        let err =
+            parse_webvid("videoid,name\n1,x\n", Path::new("m.csv"), Path::new("/r")).unwrap_err();
         assert!(err.to_string().contains("contentUrl"), "{err}");
     }
 
     #[test]
     fn cc3m_and_jsonl_rows() {
-        let items = parse_cc3m("a cat\timages/1.jpg\n\nb dog\timages/2.png\n", Path::new("m.tsv"), Path::new("/r")).unwrap();
+        let items = parse_cc3m(
+            "a cat\timages/1.jpg\n\nb dog\timages/2.png\n",
+            Path::new("m.tsv"),
+            Path::new("/r"),
+        )
+        .unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[1].id, "images/2");
         assert_eq!(items[1].kind, super::super::ItemKind::Image);

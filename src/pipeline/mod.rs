@@ -71,7 +71,9 @@ fn devices_as_strings<S: serde::Serializer>(d: &[Device], s: S) -> Result<S::Ok,
 impl ExtractConfig {
     /// Defaults for a detector and an output directory.
     pub fn new(detector: PathBuf, out: PathBuf) -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         Self {
             detector,
             out,
@@ -125,7 +127,9 @@ pub enum PipelineError {
 /// skipped, so a rerun resumes.
 pub fn extract(items: &[Item], cfg: &ExtractConfig) -> Result<Summary, PipelineError> {
     if cfg.frames == 0 || cfg.batch_size == 0 || cfg.shard_size == 0 {
-        return Err(PipelineError::Config("--frames, --batch-size and --shard-size must be positive".into()));
+        return Err(PipelineError::Config(
+            "--frames, --batch-size and --shard-size must be positive".into(),
+        ));
     }
     if cfg.num_workers == 0 || cfg.worker_index >= cfg.num_workers {
         return Err(PipelineError::Config(format!(
@@ -136,8 +140,12 @@ pub fn extract(items: &[Item], cfg: &ExtractConfig) -> Result<Summary, PipelineE
     if cfg.devices.is_empty() {
         return Err(PipelineError::Config("no detector device given".into()));
     }
-    std::fs::create_dir_all(&cfg.out)
-        .map_err(|e| PipelineError::Config(format!("cannot create output directory {}: {e}", cfg.out.display())))?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| {
+        PipelineError::Config(format!(
+            "cannot create output directory {}: {e}",
+            cfg.out.display()
+        ))
+    })?;
     // Open every session first: a bad model or device fails before any work.
     let detectors = cfg
         .devices
@@ -168,7 +176,10 @@ pub fn extract(items: &[Item], cfg: &ExtractConfig) -> Result<Summary, PipelineE
     summary.errors_logged = job::write_errors_jsonl(&cfg.out, &plan)? as u64;
     // The worker that sees every shard committed builds the index (idempotent if several do).
     // A shard that cannot be read is verify's business; extraction itself succeeded.
-    if plan.iter().all(|s| job::read_done(&cfg.out, s.id).is_some()) {
+    if plan
+        .iter()
+        .all(|s| job::read_done(&cfg.out, s.id).is_some())
+    {
         match job::index::build(&cfg.out, items.len(), cfg.shard_size) {
             Ok(n) => summary.index_items = Some(n as u64),
             Err(e) => summary.index_error = Some(e.to_string()),

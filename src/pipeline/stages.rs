@@ -152,7 +152,13 @@ pub(super) fn run(
     Ok(summary)
 }
 
-fn feed<'a>(items: &'a [Item], todo: &[ShardPlan], tx: Sender<Work<'a>>, out: &std::path::Path, locks: &Locks) {
+fn feed<'a>(
+    items: &'a [Item],
+    todo: &[ShardPlan],
+    tx: Sender<Work<'a>>,
+    out: &std::path::Path,
+    locks: &Locks,
+) {
     let mut seq = 0;
     for shard in todo {
         // Another worker may hold the shard (or have finished it since the plan was read).
@@ -165,7 +171,14 @@ fn feed<'a>(items: &'a [Item], todo: &[ShardPlan], tx: Sender<Work<'a>>, out: &s
         }
         locks.lock().expect("locks").insert(shard.id, lock);
         for item in job::shard_items(items, shard) {
-            if tx.send(Work { seq, shard: shard.id, item }).is_err() {
+            if tx
+                .send(Work {
+                    seq,
+                    shard: shard.id,
+                    item,
+                })
+                .is_err()
+            {
                 return;
             }
             seq += 1;
@@ -173,7 +186,13 @@ fn feed<'a>(items: &'a [Item], todo: &[ShardPlan], tx: Sender<Work<'a>>, out: &s
     }
 }
 
-fn decode_stage<'a>(rx: Receiver<Work<'a>>, tx: Sender<Entry<'a, Decoded>>, opts: &DecodeOptions, info: &DetectorInfo, stats: &Stats) {
+fn decode_stage<'a>(
+    rx: Receiver<Work<'a>>,
+    tx: Sender<Entry<'a, Decoded>>,
+    opts: &DecodeOptions,
+    info: &DetectorInfo,
+    stats: &Stats,
+) {
     for w in rx {
         let result = stats.decode.time(|| {
             decode_media(&w.item.path, w.item.kind, opts)
@@ -185,19 +204,40 @@ fn decode_stage<'a>(rx: Receiver<Work<'a>>, tx: Sender<Entry<'a, Decoded>>, opts
                     frames: m
                         .frames
                         .iter()
-                        .map(|f| FrameMeta { time: f.time, frame_time: f.frame_time, resized_w: f.width, resized_h: f.height })
+                        .map(|f| FrameMeta {
+                            time: f.time,
+                            frame_time: f.frame_time,
+                            resized_w: f.width,
+                            resized_h: f.height,
+                        })
                         .collect(),
-                    prepared: m.frames.iter().map(|f| prepare(f, &info.preprocess)).collect(),
+                    prepared: m
+                        .frames
+                        .iter()
+                        .map(|f| prepare(f, &info.preprocess))
+                        .collect(),
                 })
         });
-        if tx.send(Entry { seq: w.seq, shard: w.shard, item: w.item, result }).is_err() {
+        if tx
+            .send(Entry {
+                seq: w.seq,
+                shard: w.shard,
+                item: w.item,
+                result,
+            })
+            .is_err()
+        {
             return;
         }
     }
 }
 
 /// Restores manifest order and groups whole items until a batch has `batch_size` frames.
-fn batch_stage<'a>(rx: Receiver<Entry<'a, Decoded>>, tx: Sender<(u64, Vec<Entry<'a, Decoded>>)>, batch_size: usize) {
+fn batch_stage<'a>(
+    rx: Receiver<Entry<'a, Decoded>>,
+    tx: Sender<(u64, Vec<Entry<'a, Decoded>>)>,
+    batch_size: usize,
+) {
     let mut pending = BTreeMap::new();
     let mut next = 0u64;
     let mut batch = Vec::new();
@@ -209,7 +249,10 @@ fn batch_stage<'a>(rx: Receiver<Entry<'a, Decoded>>, tx: Sender<(u64, Vec<Entry<
             next += 1;
             // Batches never cross shards: a shard's contents then depend only on its own items,
             // whatever the worker split (padding inside a batch can touch a detector's output).
-            if batch.last().is_some_and(|b: &Entry<Decoded>| b.shard != e.shard) {
+            if batch
+                .last()
+                .is_some_and(|b: &Entry<Decoded>| b.shard != e.shard)
+            {
                 if tx.send((batch_seq, std::mem::take(&mut batch))).is_err() {
                     return;
                 }
@@ -233,7 +276,11 @@ fn batch_stage<'a>(rx: Receiver<Entry<'a, Decoded>>, tx: Sender<(u64, Vec<Entry<
 }
 
 /// Runs the detector over all frames of `entries`, `batch_size` frames at a time.
-fn detect_frames(det: &mut Detector, frames: &[&PreparedFrame], batch_size: usize) -> Result<Vec<Candidates>, String> {
+fn detect_frames(
+    det: &mut Detector,
+    frames: &[&PreparedFrame],
+    batch_size: usize,
+) -> Result<Vec<Candidates>, String> {
     let mut out = Vec::with_capacity(frames.len());
     for chunk in frames.chunks(batch_size) {
         let batch = make_batch(chunk, det.info().preprocess.size_divisibility);
@@ -257,7 +304,9 @@ fn detect_stage<'a>(
                 .flat_map(|d| d.prepared.iter())
                 .collect();
             // One failing batch must not take its neighbours down: retry item by item.
-            let mut all = detect_frames(det, &frames, batch_size).ok().map(|v| v.into_iter());
+            let mut all = detect_frames(det, &frames, batch_size)
+                .ok()
+                .map(|v| v.into_iter());
             entries
                 .into_iter()
                 .map(|e| {
@@ -265,8 +314,12 @@ fn detect_stage<'a>(
                         let n = d.prepared.len();
                         let cands = match all.as_mut() {
                             Some(it) => Ok(it.by_ref().take(n).collect()),
-                            None => detect_frames(det, &d.prepared.iter().collect::<Vec<_>>(), batch_size)
-                                .map_err(|r| failure(e.item, "detect", r)),
+                            None => detect_frames(
+                                det,
+                                &d.prepared.iter().collect::<Vec<_>>(),
+                                batch_size,
+                            )
+                            .map_err(|r| failure(e.item, "detect", r)),
                         }?;
                         Ok(Detected {
                             width: d.width,
@@ -276,7 +329,12 @@ fn detect_stage<'a>(
                             candidates: cands,
                         })
                     });
-                    Entry { seq: e.seq, shard: e.shard, item: e.item, result }
+                    Entry {
+                        seq: e.seq,
+                        shard: e.shard,
+                        item: e.item,
+                        result,
+                    }
                 })
                 .collect::<Vec<_>>()
         });
@@ -304,7 +362,12 @@ fn to_original(c: &Candidates, f: &FrameMeta, width: u32, height: u32) -> Vec<[f
         .collect()
 }
 
-fn extract_item(item: &Item, d: Detected, cfg: &ExtractConfig, info: &DetectorInfo) -> ExtractedItem {
+fn extract_item(
+    item: &Item,
+    d: Detected,
+    cfg: &ExtractConfig,
+    info: &DetectorInfo,
+) -> ExtractedItem {
     let dim = info.feature_dim;
     let frames = d
         .candidates
@@ -317,7 +380,12 @@ fn extract_item(item: &Item, d: Detected, cfg: &ExtractConfig, info: &DetectorIn
             for r in &regions {
                 features.extend_from_slice(&c.features[r.candidate * dim..(r.candidate + 1) * dim]);
             }
-            ExtractedFrame { timestamp: f.time, frame_time: f.frame_time, regions, features }
+            ExtractedFrame {
+                timestamp: f.time,
+                frame_time: f.frame_time,
+                regions,
+                features,
+            }
         })
         .collect();
     ExtractedItem {
@@ -395,7 +463,10 @@ fn write_stage(
                 finish(open.take().expect("open"), &mut summary)?;
             }
             if open.is_none() {
-                let plan = todo.iter().find(|s| s.id == e.shard).expect("planned shard");
+                let plan = todo
+                    .iter()
+                    .find(|s| s.id == e.shard)
+                    .expect("planned shard");
                 summary.items += (plan.end - plan.start) as u64;
                 let meta = ShardMeta {
                     shard_id: e.shard,
@@ -426,7 +497,11 @@ fn write_stage(
             match e.result {
                 Ok(x) => {
                     o.writer.append_item(&x)?;
-                    let boxes: u64 = x.frames.iter().map(|f| f.regions.len().min(cfg.select.max_boxes) as u64).sum();
+                    let boxes: u64 = x
+                        .frames
+                        .iter()
+                        .map(|f| f.regions.len().min(cfg.select.max_boxes) as u64)
+                        .sum();
                     o.record.written += 1;
                     o.record.frames += x.frames.len() as u64;
                     o.record.boxes += boxes;

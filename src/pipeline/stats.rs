@@ -14,7 +14,8 @@ impl StageStats {
     pub fn time<T>(&self, f: impl FnOnce() -> T) -> T {
         let t = Instant::now();
         let out = f();
-        self.busy_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.busy_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         out
     }
 
