@@ -136,7 +136,7 @@ pub fn select(
 ) -> Vec<Region> {
     let r = boxes.len();
     let c1 = num_classes + 1;
-    let a1 = if r == 0 { 1 } else { c.attr_scores.len() / r };
+    let a1 = c.attr_scores.len().checked_div(r).unwrap_or(1);
     let mut conf = confidences(boxes, &c.class_scores, c1, cfg.nms_iou, cfg.conf_threshold);
     let passing = conf
         .iter()
