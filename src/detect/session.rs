@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use half::f16;
 use ort::session::Session;
-use ort::value::{Tensor, TensorElementType};
+use ort::value::{TensorElementType, TensorRef};
 
 use super::contract::{names, ContractError, DetectorInfo};
 use super::preprocess::Batch;
@@ -280,14 +280,14 @@ impl Detector {
     /// Runs one padded batch; returns the candidates of each frame.
     pub fn run(&mut self, batch: &Batch) -> Result<Vec<Candidates>, DetectError> {
         let run_err = |e: ort::Error| DetectError::Run(e.to_string());
-        let images = Tensor::from_array((
+        // Views, not copies: the padded batch can be tens of MB.
+        let images = TensorRef::from_array_view((
             [batch.len, 3, batch.height, batch.width],
-            batch.images.clone().into_boxed_slice(),
+            &batch.images[..],
         ))
         .map_err(run_err)?;
-        let sizes =
-            Tensor::from_array(([batch.len, 2], batch.image_sizes.clone().into_boxed_slice()))
-                .map_err(run_err)?;
+        let sizes = TensorRef::from_array_view(([batch.len, 2], &batch.image_sizes[..]))
+            .map_err(run_err)?;
         let outputs = self
             .session
             .run(ort::inputs! { names::IMAGES => images, names::IMAGE_SIZES => sizes })
