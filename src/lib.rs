@@ -14,3 +14,4 @@ pub mod select;
 pub mod shard;
 pub mod job;
 pub mod pipeline;
+pub mod inspect;

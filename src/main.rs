@@ -33,6 +33,61 @@ enum Command {
     Verify(VerifyArgs),
     /// (Re)build index.jsonl over all committed shards of an output directory.
     Index(IndexArgs),
+    /// Show what shards hold: summary, one item (--item), checks (--validate), boxes drawn (--draw).
+    Inspect(InspectArgs),
+    /// Export shards for other tools: DemoVLP per-frame .npz or bottom-up-attention TSV.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// A shard file or an output directory.
+    path: PathBuf,
+    /// Show this item frame by frame (timestamps, boxes, classes, scores, locations).
+    #[arg(long)]
+    item: Option<String>,
+    /// Check schema and values; exit 1 when there is any problem.
+    #[arg(long, conflicts_with_all = ["item", "draw"])]
+    validate: bool,
+    /// Draw the item's frames (decoded again) with their boxes into this PNG contact sheet.
+    #[arg(long, requires = "item")]
+    draw: Option<PathBuf>,
+    /// Folder that a relative source path is resolved against (for --draw).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Frames per row of the contact sheet.
+    #[arg(long, default_value_t = 4)]
+    columns: usize,
+    /// Width each frame is scaled to on the contact sheet, pixels.
+    #[arg(long, default_value_t = 320)]
+    frame_width: u32,
+    /// Draw only the best N boxes per frame [default: all].
+    #[arg(long)]
+    top: Option<usize>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Accepted for symmetry with extract (inspect has no progress bar).
+    #[arg(long, hide = true)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// A shard file or an output directory.
+    path: PathBuf,
+    /// demovlp-npz (one .npz per frame, OUT/ITEM_ID/FRAME.npz) or bottomup-tsv (OUT/SHARD.tsv).
+    #[arg(long)]
+    format: regionfeat::inspect::ExportFormat,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Accepted for symmetry with extract.
+    #[arg(long, hide = true)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -246,12 +301,76 @@ fn index(a: IndexArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints a report as text or JSON; a closed pipe (`| head`) is not an error.
+fn print<T: serde::Serialize + std::fmt::Display>(v: &T, json: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let text = if json {
+        serde_json::to_string_pretty(v)?
+    } else {
+        v.to_string()
+    };
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
+    use regionfeat::inspect;
+    if a.validate {
+        let v = inspect::validate(&a.path)?;
+        print(&v, a.json)?;
+        return Ok(if v.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    match (&a.item, &a.draw) {
+        (Some(id), Some(png)) => {
+            let opts = inspect::DrawOptions {
+                columns: a.columns,
+                frame_width: a.frame_width,
+                top: a.top,
+                root: a.root,
+            };
+            let r = inspect::draw_item(&a.path, id, png, &opts)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{}: {} frame(s) of {} drawn, {}x{}",
+                    r.path,
+                    r.frames.len(),
+                    r.item,
+                    r.width,
+                    r.height
+                );
+            }
+        }
+        (Some(id), None) => print(&inspect::item_detail(&a.path, id)?, a.json)?,
+        _ => print(&inspect::summarize(&a.path)?, a.json)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
+    let s = regionfeat::inspect::export(&a.path, a.format, &a.out)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    }
+    eprintln!("{s}");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Extract(a) => extract(a),
         Command::Verify(a) => verify(a),
         Command::Index(a) => index(a),
+        Command::Inspect(a) => inspect(a),
+        Command::Export(a) => export(a),
     };
     match result {
         Ok(code) => code,

@@ -6,3 +6,4 @@ mod util;
 mod decode;
 mod extract;
 mod jobs;
+mod inspect;

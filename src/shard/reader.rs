@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use half::f16;
-use hdf5::types::VarLenUnicode;
+use hdf5::types::{FloatSize, IntSize, TypeDescriptor, VarLenUnicode};
 use hdf5::{File, H5Type};
 use ndarray::s;
 
 use super::schema::{self, attr, frame, item};
-use super::ShardError;
+use super::{FeatureDtype, ShardError};
 
 /// Frame rows read from a shard (features always returned as f32).
 #[derive(Debug, Clone, PartialEq)]
@@ -45,13 +45,20 @@ impl ShardReader {
     /// Opens a shard read-only and checks its schema name and version.
     pub fn open(path: &Path) -> Result<Self, ShardError> {
         let file = File::open(path).map_err(|e| ShardError::at(path, e))?;
-        let r = Self { file, path: path.to_path_buf() };
+        let r = Self {
+            file,
+            path: path.to_path_buf(),
+        };
         let name = r.attr_str(attr::SCHEMA)?;
         let version: u32 = r.attr_num(attr::SCHEMA_VERSION)?;
         if name != schema::SCHEMA_NAME || version != schema::SCHEMA_VERSION {
             return Err(ShardError::at(
                 path,
-                format!("schema {name:?} v{version}, this regionfeat reads {:?} v{}", schema::SCHEMA_NAME, schema::SCHEMA_VERSION),
+                format!(
+                    "schema {name:?} v{version}, this regionfeat reads {:?} v{}",
+                    schema::SCHEMA_NAME,
+                    schema::SCHEMA_VERSION
+                ),
             ));
         }
         Ok(r)
@@ -118,7 +125,11 @@ impl ShardReader {
     }
 
     fn read_strings(&self, name: &str) -> Result<Vec<String>, ShardError> {
-        Ok(self.read_all::<VarLenUnicode>(name)?.iter().map(|s| s.as_str().to_string()).collect())
+        Ok(self
+            .read_all::<VarLenUnicode>(name)?
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect())
     }
 
     /// Number of items.
@@ -185,26 +196,180 @@ impl ShardReader {
         Ok(starts.into_iter().zip(counts).collect())
     }
 
-    fn rows<T: H5Type + Clone>(&self, name: &str, start: usize, count: usize) -> Result<Vec<T>, ShardError> {
-        let ds = self.file.dataset(name).map_err(|e| self.err(format!("dataset {name}: {e}")))?;
+    fn rows<T: H5Type + Clone>(
+        &self,
+        name: &str,
+        start: usize,
+        count: usize,
+    ) -> Result<Vec<T>, ShardError> {
+        let ds = self
+            .file
+            .dataset(name)
+            .map_err(|e| self.err(format!("dataset {name}: {e}")))?;
         let res = match ds.ndim() {
-            1 => ds.read_slice::<T, _, ndarray::Ix1>(s![start..start + count]).map(|a| a.into_raw_vec_and_offset().0),
-            2 => ds.read_slice::<T, _, ndarray::Ix2>(s![start..start + count, ..]).map(|a| a.into_raw_vec_and_offset().0),
-            _ => ds.read_slice::<T, _, ndarray::Ix3>(s![start..start + count, .., ..]).map(|a| a.into_raw_vec_and_offset().0),
+            1 => ds
+                .read_slice::<T, _, ndarray::Ix1>(s![start..start + count])
+                .map(|a| a.into_raw_vec_and_offset().0),
+            2 => ds
+                .read_slice::<T, _, ndarray::Ix2>(s![start..start + count, ..])
+                .map(|a| a.into_raw_vec_and_offset().0),
+            _ => ds
+                .read_slice::<T, _, ndarray::Ix3>(s![start..start + count, .., ..])
+                .map(|a| a.into_raw_vec_and_offset().0),
         };
-        res.map_err(|e| self.err(format!("dataset {name} rows {start}..{}: {e}", start + count)))
+        res.map_err(|e| {
+            self.err(format!(
+                "dataset {name} rows {start}..{}: {e}",
+                start + count
+            ))
+        })
+    }
+
+    /// Owning item row of every frame row.
+    pub fn frame_items(&self) -> Result<Vec<u32>, ShardError> {
+        self.read_all(frame::ITEM)
+    }
+
+    /// Storage type of `features`.
+    pub fn feature_dtype(&self) -> Result<FeatureDtype, ShardError> {
+        let ds = self
+            .file
+            .dataset(frame::FEATURES)
+            .map_err(|e| self.err(e))?;
+        let size = ds.dtype().map(|t| t.size()).map_err(|e| self.err(e))?;
+        Ok(if size == 2 {
+            FeatureDtype::F16
+        } else {
+            FeatureDtype::F32
+        })
+    }
+
+    /// Checks the layout against `schemas/shard-v1.md`: every root attribute present, every
+    /// dataset present with its dtype and shape (N, T, K, D as the file declares them).
+    /// Returns one message per violation (empty when the layout conforms).
+    pub fn check_schema(&self) -> Vec<String> {
+        use TypeDescriptor as T;
+        let mut problems = Vec::new();
+        for name in [
+            attr::SCHEMA,
+            attr::SCHEMA_VERSION,
+            attr::TOOL_VERSION,
+            attr::SHARD_ID,
+            attr::DETECTOR_NAME,
+            attr::DETECTOR_SHA256,
+            attr::CLASS_NAMES,
+            attr::ATTRIBUTE_NAMES,
+            attr::FEATURE_DIM,
+            attr::MAX_BOXES,
+            attr::CONFIG,
+        ] {
+            if self.file.attr(name).is_err() {
+                problems.push(format!("missing root attribute {name}"));
+            }
+        }
+        for (name, parse) in [
+            (attr::CLASS_NAMES, true),
+            (attr::ATTRIBUTE_NAMES, true),
+            (attr::CONFIG, false),
+        ] {
+            if let Ok(text) = self.attr_str(name) {
+                let ok = if parse {
+                    serde_json::from_str::<Vec<String>>(&text).is_ok()
+                } else {
+                    serde_json::from_str::<serde_json::Value>(&text).is_ok()
+                };
+                if !ok {
+                    problems.push(format!(
+                        "root attribute {name} is not valid JSON of the documented type"
+                    ));
+                }
+            }
+        }
+        let (k, d) = match (self.max_boxes(), self.feature_dim()) {
+            (Ok(k), Ok(d)) => (k, d),
+            _ => return problems,
+        };
+        let shape0 = |name: &str| {
+            self.file
+                .dataset(name)
+                .ok()
+                .and_then(|ds| ds.shape().first().copied())
+        };
+        let (n, t) = (
+            shape0(item::ID).unwrap_or(0),
+            shape0(frame::NUM_BOXES).unwrap_or(0),
+        );
+        let (u8_, u32_, u64_, f32_) = (
+            T::Unsigned(IntSize::U1),
+            T::Unsigned(IntSize::U4),
+            T::Unsigned(IntSize::U8),
+            T::Float(FloatSize::U4),
+        );
+        let want: Vec<(&str, Vec<TypeDescriptor>, Vec<usize>)> = vec![
+            (item::ID, vec![T::VarLenUnicode], vec![n]),
+            (item::CAPTION, vec![T::VarLenUnicode], vec![n]),
+            (item::SOURCE, vec![T::VarLenUnicode], vec![n]),
+            (item::KIND, vec![u8_], vec![n]),
+            (item::MANIFEST_INDEX, vec![u64_.clone()], vec![n]),
+            (item::FRAME_START, vec![u64_], vec![n]),
+            (item::NUM_FRAMES, vec![u32_.clone()], vec![n]),
+            (item::IMAGE_HW, vec![u32_.clone()], vec![n, 2]),
+            (item::DURATION, vec![f32_.clone()], vec![n]),
+            (frame::ITEM, vec![u32_.clone()], vec![t]),
+            (frame::TIMESTAMPS, vec![f32_.clone()], vec![t]),
+            (frame::FRAME_TIMES, vec![f32_.clone()], vec![t]),
+            (frame::NUM_BOXES, vec![u32_.clone()], vec![t]),
+            (frame::BOXES, vec![f32_.clone()], vec![t, k, 4]),
+            (frame::LOCATIONS, vec![f32_.clone()], vec![t, k, 7]),
+            (frame::SCORES, vec![f32_.clone()], vec![t, k]),
+            (frame::CLASSES, vec![u32_.clone()], vec![t, k]),
+            (frame::ATTRIBUTES, vec![u32_], vec![t, k]),
+            (frame::ATTR_SCORES, vec![f32_.clone()], vec![t, k]),
+            (
+                frame::FEATURES,
+                vec![T::Float(FloatSize::U2), f32_],
+                vec![t, k, d],
+            ),
+        ];
+        for (name, types, shape) in want {
+            let ds = match self.file.dataset(name) {
+                Ok(ds) => ds,
+                Err(_) => {
+                    problems.push(format!("missing dataset {name}"));
+                    continue;
+                }
+            };
+            if ds.shape() != shape {
+                problems.push(format!(
+                    "dataset {name}: shape {:?}, expected {shape:?}",
+                    ds.shape()
+                ));
+            }
+            match ds.dtype().and_then(|t| t.to_descriptor()) {
+                Ok(desc) if types.contains(&desc) => {}
+                Ok(desc) => problems.push(format!(
+                    "dataset {name}: dtype {desc}, expected {}",
+                    types[0]
+                )),
+                Err(e) => problems.push(format!("dataset {name}: unreadable dtype: {e}")),
+            }
+        }
+        problems
     }
 
     /// Reads frame rows `start .. start + count`.
     pub fn read_frames(&self, start: u64, count: usize) -> Result<FrameBlock, ShardError> {
         let start = start as usize;
-        let ds = self.file.dataset(frame::FEATURES).map_err(|e| self.err(e))?;
-        let is_f16 = ds
-            .dtype()
-            .map(|t| t.size() == 2)
+        let ds = self
+            .file
+            .dataset(frame::FEATURES)
             .map_err(|e| self.err(e))?;
+        let is_f16 = ds.dtype().map(|t| t.size() == 2).map_err(|e| self.err(e))?;
         let features = if is_f16 {
-            self.rows::<f16>(frame::FEATURES, start, count)?.into_iter().map(f32::from).collect()
+            self.rows::<f16>(frame::FEATURES, start, count)?
+                .into_iter()
+                .map(f32::from)
+                .collect()
         } else {
             self.rows::<f32>(frame::FEATURES, start, count)?
         };
