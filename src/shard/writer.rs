@@ -79,11 +79,19 @@ impl ShardWriter {
         Ok(w)
     }
 
-    fn dataset<T: H5Type>(&self, name: &str, row: &[usize], chunk_rows: usize, compression: Compression) -> hdf5::Result<Dataset> {
+    fn dataset<T: H5Type>(
+        &self,
+        name: &str,
+        row: &[usize],
+        chunk_rows: usize,
+        compression: Compression,
+    ) -> hdf5::Result<Dataset> {
         let shape: Vec<hdf5::Extent> = std::iter::once(hdf5::Extent::resizable(0))
             .chain(row.iter().map(|&n| hdf5::Extent::fixed(n)))
             .collect();
-        let chunk: Vec<usize> = std::iter::once(chunk_rows).chain(row.iter().copied()).collect();
+        let chunk: Vec<usize> = std::iter::once(chunk_rows)
+            .chain(row.iter().copied())
+            .collect();
         let b = self.file.new_dataset::<T>().chunk(chunk);
         let b = match compression {
             Compression::Gzip(level) => b.shuffle().deflate(level),
@@ -121,24 +129,52 @@ impl ShardWriter {
         };
         let f = &self.file;
         let put_str = |name: &str, v: &str| -> hdf5::Result<()> {
-            f.new_attr::<VarLenUnicode>().shape(()).create(name)?.write_scalar(&to_vlen(v))
+            f.new_attr::<VarLenUnicode>()
+                .shape(())
+                .create(name)?
+                .write_scalar(&to_vlen(v))
         };
         put_str(attr::SCHEMA, schema::SCHEMA_NAME)?;
         put_str(attr::TOOL_VERSION, env!("CARGO_PKG_VERSION"))?;
         put_str(attr::DETECTOR_NAME, &meta.detector.name)?;
         put_str(attr::DETECTOR_SHA256, &meta.detector.sha256)?;
-        put_str(attr::CLASS_NAMES, &serde_json::to_string(&meta.detector.classes).expect("json"))?;
-        put_str(attr::ATTRIBUTE_NAMES, &serde_json::to_string(&meta.detector.attributes).expect("json"))?;
+        put_str(
+            attr::CLASS_NAMES,
+            &serde_json::to_string(&meta.detector.classes).expect("json"),
+        )?;
+        put_str(
+            attr::ATTRIBUTE_NAMES,
+            &serde_json::to_string(&meta.detector.attributes).expect("json"),
+        )?;
         put_str(attr::CONFIG, &meta.config_json)?;
-        f.new_attr::<u32>().shape(()).create(attr::SCHEMA_VERSION)?.write_scalar(&schema::SCHEMA_VERSION)?;
-        f.new_attr::<u64>().shape(()).create(attr::SHARD_ID)?.write_scalar(&meta.shard_id)?;
-        f.new_attr::<u32>().shape(()).create(attr::FEATURE_DIM)?.write_scalar(&(self.d as u32))?;
-        f.new_attr::<u32>().shape(()).create(attr::MAX_BOXES)?.write_scalar(&(self.k as u32))?;
+        f.new_attr::<u32>()
+            .shape(())
+            .create(attr::SCHEMA_VERSION)?
+            .write_scalar(&schema::SCHEMA_VERSION)?;
+        f.new_attr::<u64>()
+            .shape(())
+            .create(attr::SHARD_ID)?
+            .write_scalar(&meta.shard_id)?;
+        f.new_attr::<u32>()
+            .shape(())
+            .create(attr::FEATURE_DIM)?
+            .write_scalar(&(self.d as u32))?;
+        f.new_attr::<u32>()
+            .shape(())
+            .create(attr::MAX_BOXES)?
+            .write_scalar(&(self.k as u32))?;
         Ok(())
     }
 
     /// Appends `rows` rows of shape `row` to a dataset.
-    fn append<T: H5Type>(&self, name: &str, start: usize, rows: usize, row: &[usize], data: &[T]) -> hdf5::Result<()> {
+    fn append<T: H5Type>(
+        &self,
+        name: &str,
+        start: usize,
+        rows: usize,
+        row: &[usize],
+        data: &[T],
+    ) -> hdf5::Result<()> {
         let ds = self.file.dataset(name)?;
         let mut shape = vec![start + rows];
         shape.extend_from_slice(row);
@@ -146,15 +182,25 @@ impl ShardWriter {
         let view = ArrayView::from_shape(IxDyn(&[&[rows][..], row].concat()), data)
             .map_err(|e| hdf5::Error::from(e.to_string()))?;
         match row.len() {
-            0 => ds.write_slice(view.into_dimensionality::<ndarray::Ix1>().expect("rank"), s![start..start + rows]),
-            1 => ds.write_slice(view.into_dimensionality::<ndarray::Ix2>().expect("rank"), s![start..start + rows, ..]),
-            _ => ds.write_slice(view.into_dimensionality::<ndarray::Ix3>().expect("rank"), s![start..start + rows, .., ..]),
+            0 => ds.write_slice(
+                view.into_dimensionality::<ndarray::Ix1>().expect("rank"),
+                s![start..start + rows],
+            ),
+            1 => ds.write_slice(
+                view.into_dimensionality::<ndarray::Ix2>().expect("rank"),
+                s![start..start + rows, ..],
+            ),
+            _ => ds.write_slice(
+                view.into_dimensionality::<ndarray::Ix3>().expect("rank"),
+                s![start..start + rows, .., ..],
+            ),
         }
     }
 
     /// Appends one item and its frames.
     pub fn append_item(&mut self, x: &ExtractedItem) -> Result<(), ShardError> {
-        self.append_inner(x).map_err(|e| ShardError::at(&self.tmp_path, e))
+        self.append_inner(x)
+            .map_err(|e| ShardError::at(&self.tmp_path, e))
     }
 
     fn append_inner(&mut self, x: &ExtractedItem) -> hdf5::Result<()> {
@@ -163,7 +209,13 @@ impl ShardWriter {
         let t = x.frames.len();
         self.append(item::ID, n0, 1, &[], &[to_vlen(&x.item.id)])?;
         self.append(item::CAPTION, n0, 1, &[], &[to_vlen(&x.item.caption)])?;
-        self.append(item::SOURCE, n0, 1, &[], &[to_vlen(&x.item.path.to_string_lossy())])?;
+        self.append(
+            item::SOURCE,
+            n0,
+            1,
+            &[],
+            &[to_vlen(&x.item.path.to_string_lossy())],
+        )?;
         self.append(item::KIND, n0, 1, &[], &[x.item.kind as u8])?;
         self.append(item::MANIFEST_INDEX, n0, 1, &[], &[x.item.index])?;
         self.append(item::FRAME_START, n0, 1, &[], &[t0 as u64])?;
@@ -225,7 +277,12 @@ impl ShardWriter {
 
     /// Closes, fsyncs and renames the file to its final name; returns the final path.
     pub fn commit(self) -> Result<PathBuf, ShardError> {
-        let Self { file, tmp_path, final_path, .. } = self;
+        let Self {
+            file,
+            tmp_path,
+            final_path,
+            ..
+        } = self;
         file.flush().map_err(|e| ShardError::at(&tmp_path, e))?;
         drop(file);
         super::commit_file(&tmp_path, &final_path)?;
