@@ -83,6 +83,47 @@ pub fn make_batch(frames: &[&PreparedFrame], size_divisibility: u32) -> Batch {
     }
 }
 
+/// Normalises and pads RGB frames (already at the model's size) straight into a batch: one
+/// pass over the pixels, no intermediate float frame. The pipeline runs this on its batcher
+/// thread, so it overlaps with inference.
+pub fn batch_from_rgb(frames: &[&RgbFrame], pre: &Preprocess) -> Batch {
+    let round = |v: usize| match pre.size_divisibility as usize {
+        0 | 1 => v,
+        d => v.div_ceil(d) * d,
+    };
+    let height = round(frames.iter().map(|f| f.height as usize).max().unwrap_or(1));
+    let width = round(frames.iter().map(|f| f.width as usize).max().unwrap_or(1));
+    let plane = height * width;
+    let mut images = vec![0f32; frames.len() * 3 * plane];
+    let mut image_sizes = Vec::with_capacity(frames.len() * 2);
+    let src = if pre.is_bgr() { [2, 1, 0] } else { [0, 1, 2] };
+    let inv_std = pre.pixel_std.map(|s| 1.0 / s);
+    for (b, f) in frames.iter().enumerate() {
+        let (fh, fw) = (f.height as usize, f.width as usize);
+        for (k, &c) in src.iter().enumerate() {
+            let dst = &mut images[(b * 3 + k) * plane..(b * 3 + k + 1) * plane];
+            let (mean, istd) = (pre.pixel_mean[k], inv_std[k]);
+            for y in 0..fh {
+                let row = &f.rgb[y * fw * 3..(y + 1) * fw * 3];
+                for (o, px) in dst[y * width..y * width + fw]
+                    .iter_mut()
+                    .zip(row.chunks_exact(3))
+                {
+                    *o = (px[c] as f32 - mean) * istd;
+                }
+            }
+        }
+        image_sizes.extend([fh as f32, fw as f32]);
+    }
+    Batch {
+        images,
+        image_sizes,
+        len: frames.len(),
+        height,
+        width,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +150,30 @@ mod tests {
         };
         assert_eq!(prepare(&f, &pre("BGR")).chw, vec![190.0, 15.0, 70.0]);
         assert_eq!(prepare(&f, &pre("RGB")).chw, vec![90.0, 15.0, 170.0]);
+    }
+
+    #[test]
+    fn fused_batch_equals_prepare_then_pad() {
+        let mk = |w: u32, h: u32, seed: u8| RgbFrame {
+            time: 0.0,
+            frame_time: 0.0,
+            width: w,
+            height: h,
+            rgb: (0..w * h * 3)
+                .map(|i| (i as u8).wrapping_mul(seed))
+                .collect(),
+        };
+        let (a, b) = (mk(3, 2, 7), mk(2, 4, 13));
+        let p = Preprocess {
+            size_divisibility: 4,
+            ..pre("BGR")
+        };
+        let fused = batch_from_rgb(&[&a, &b], &p);
+        let (pa, pb) = (prepare(&a, &p), prepare(&b, &p));
+        let two_step = make_batch(&[&pa, &pb], 4);
+        assert_eq!(fused.images, two_step.images);
+        assert_eq!(fused.image_sizes, two_step.image_sizes);
+        assert_eq!((fused.height, fused.width), (4, 4));
     }
 
     #[test]

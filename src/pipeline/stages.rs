@@ -10,8 +10,8 @@ use rayon::prelude::*;
 
 use super::stats::{StageStats, Summary};
 use super::{ExtractConfig, PipelineError};
-use crate::decode::{decode_media, DecodeOptions};
-use crate::detect::{make_batch, prepare, Candidates, Detector, DetectorInfo, PreparedFrame};
+use crate::decode::{decode_media, DecodeOptions, RgbFrame};
+use crate::detect::{batch_from_rgb, Batch, Candidates, Detector, DetectorInfo, Preprocess};
 use crate::job::lock::ShardLock;
 use crate::job::{self, DoneRecord, ItemError, ShardPlan};
 use crate::manifest::Item;
@@ -34,13 +34,21 @@ struct FrameMeta {
     resized_h: u32,
 }
 
-/// A decoded item (frames prepared for the detector).
+/// A decoded item: RGB frames already at the detector's input size (u8: a quarter of the
+/// memory of normalised floats while it waits in the channels).
 struct Decoded {
     width: u32,
     height: u32,
     duration: f64,
     frames: Vec<FrameMeta>,
-    prepared: Vec<PreparedFrame>,
+    rgb: Vec<RgbFrame>,
+}
+
+/// Whole items in manifest order, and their frames already collated into padded batches.
+struct Group<'a> {
+    seq: u64,
+    entries: Vec<Entry<'a, Decoded>>,
+    batches: Vec<Batch>,
 }
 
 /// A decoded item after detection.
@@ -79,6 +87,7 @@ const LOCK_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
 struct Stats {
     decode: StageStats,
+    collate: StageStats,
     detect: StageStats,
     select: StageStats,
     write: StageStats,
@@ -94,6 +103,7 @@ pub(super) fn run(
     let devices: Vec<String> = detectors.iter().map(|d| d.device().to_string()).collect();
     let stats = Stats {
         decode: StageStats::default(),
+        collate: StageStats::default(),
         detect: StageStats::default(),
         select: StageStats::default(),
         write: StageStats::default(),
@@ -101,7 +111,7 @@ pub(super) fn run(
     let threads = cfg.decode_threads.max(1);
     let (work_tx, work_rx) = bounded::<Work>(threads * 2);
     let (decoded_tx, decoded_rx) = bounded::<Entry<Decoded>>(threads * 2);
-    let (batch_tx, batch_rx) = bounded::<(u64, Vec<Entry<Decoded>>)>(detectors.len() + 1);
+    let (batch_tx, batch_rx) = bounded::<Group>(detectors.len() + 1);
     let (detected_tx, detected_rx) = bounded::<(u64, Vec<Entry<Detected>>)>(detectors.len() + 2);
     let (out_tx, out_rx) = bounded::<Entry<ExtractedItem>>(64);
     let planned: u64 = todo.iter().map(|s| (s.end - s.start) as u64).sum();
@@ -126,15 +136,24 @@ pub(super) fn run(
         s.spawn(|| feed(items, todo, work_tx, &cfg.out, &locks));
         for _ in 0..threads {
             let (rx, tx) = (work_rx.clone(), decoded_tx.clone());
-            let (stats, info, opts) = (&stats, &info, &decode_opts);
-            s.spawn(move || decode_stage(rx, tx, opts, info, stats));
+            let (stats, opts) = (&stats, &decode_opts);
+            s.spawn(move || decode_stage(rx, tx, opts, stats));
         }
         drop((work_rx, decoded_tx));
-        s.spawn(|| batch_stage(decoded_rx, batch_tx, cfg.batch_size));
+        s.spawn(|| {
+            batch_stage(
+                decoded_rx,
+                batch_tx,
+                cfg.batch_size,
+                &info.preprocess,
+                &stats,
+            )
+        });
         for mut det in detectors {
             let (rx, tx) = (batch_rx.clone(), detected_tx.clone());
             let (stats, bs) = (&stats, cfg.batch_size);
-            s.spawn(move || detect_stage(&mut det, rx, tx, bs, stats));
+            let pre = &info.preprocess;
+            s.spawn(move || detect_stage(&mut det, rx, tx, bs, pre, stats));
         }
         drop((batch_rx, detected_tx));
         s.spawn(|| select_stage(detected_rx, out_tx, cfg, &info, &stats));
@@ -145,6 +164,7 @@ pub(super) fn run(
     summary.devices = devices;
     summary.stage_busy = [
         ("decode".into(), stats.decode.busy()),
+        ("collate".into(), stats.collate.busy()),
         ("detect".into(), stats.detect.busy()),
         ("select".into(), stats.select.busy()),
         ("write".into(), stats.write.busy()),
@@ -190,7 +210,6 @@ fn decode_stage<'a>(
     rx: Receiver<Work<'a>>,
     tx: Sender<Entry<'a, Decoded>>,
     opts: &DecodeOptions,
-    info: &DetectorInfo,
     stats: &Stats,
 ) {
     for w in rx {
@@ -211,11 +230,7 @@ fn decode_stage<'a>(
                             resized_h: f.height,
                         })
                         .collect(),
-                    prepared: m
-                        .frames
-                        .iter()
-                        .map(|f| prepare(f, &info.preprocess))
-                        .collect(),
+                    rgb: m.frames,
                 })
         });
         if tx
@@ -232,94 +247,109 @@ fn decode_stage<'a>(
     }
 }
 
-/// Restores manifest order and groups whole items until a batch has `batch_size` frames.
+/// Collates the frames of whole items into padded batches of `batch_size` frames.
+fn collate(entries: &[Entry<Decoded>], batch_size: usize, pre: &Preprocess) -> Vec<Batch> {
+    let frames: Vec<&RgbFrame> = entries
+        .iter()
+        .filter_map(|e| e.result.as_ref().ok())
+        .flat_map(|d| d.rgb.iter())
+        .collect();
+    frames
+        .chunks(batch_size)
+        .map(|c| batch_from_rgb(c, pre))
+        .collect()
+}
+
+/// Restores manifest order, groups whole items until a group has `batch_size` frames, and
+/// collates them (this thread, not the detector's, pays for normalisation and padding).
 fn batch_stage<'a>(
     rx: Receiver<Entry<'a, Decoded>>,
-    tx: Sender<(u64, Vec<Entry<'a, Decoded>>)>,
+    tx: Sender<Group<'a>>,
     batch_size: usize,
+    pre: &Preprocess,
+    stats: &Stats,
 ) {
     let mut pending = BTreeMap::new();
     let mut next = 0u64;
-    let mut batch = Vec::new();
+    let mut group: Vec<Entry<Decoded>> = Vec::new();
     let mut frames = 0;
-    let mut batch_seq = 0;
+    let mut seq = 0;
+    let send = |entries: Vec<Entry<'a, Decoded>>, seq: &mut u64| -> bool {
+        let batches = stats.collate.time(|| collate(&entries, batch_size, pre));
+        let ok = tx
+            .send(Group {
+                seq: *seq,
+                entries,
+                batches,
+            })
+            .is_ok();
+        *seq += 1;
+        ok
+    };
     for e in rx {
         pending.insert(e.seq, e);
         while let Some(e) = pending.remove(&next) {
             next += 1;
-            // Batches never cross shards: a shard's contents then depend only on its own items,
+            // Groups never cross shards: a shard's contents then depend only on its own items,
             // whatever the worker split (padding inside a batch can touch a detector's output).
-            if batch
-                .last()
-                .is_some_and(|b: &Entry<Decoded>| b.shard != e.shard)
-            {
-                if tx.send((batch_seq, std::mem::take(&mut batch))).is_err() {
+            if group.last().is_some_and(|b| b.shard != e.shard) {
+                if !send(std::mem::take(&mut group), &mut seq) {
                     return;
                 }
-                batch_seq += 1;
                 frames = 0;
             }
-            frames += e.result.as_ref().map_or(0, |d| d.prepared.len());
-            batch.push(e);
+            frames += e.result.as_ref().map_or(0, |d| d.rgb.len());
+            group.push(e);
             if frames >= batch_size {
-                if tx.send((batch_seq, std::mem::take(&mut batch))).is_err() {
+                if !send(std::mem::take(&mut group), &mut seq) {
                     return;
                 }
-                batch_seq += 1;
                 frames = 0;
             }
         }
     }
-    if !batch.is_empty() {
-        let _ = tx.send((batch_seq, batch));
+    if !group.is_empty() {
+        send(group, &mut seq);
     }
 }
 
-/// Runs the detector over all frames of `entries`, `batch_size` frames at a time.
-fn detect_frames(
-    det: &mut Detector,
-    frames: &[&PreparedFrame],
-    batch_size: usize,
-) -> Result<Vec<Candidates>, String> {
-    let mut out = Vec::with_capacity(frames.len());
-    for chunk in frames.chunks(batch_size) {
-        let batch = make_batch(chunk, det.info().preprocess.size_divisibility);
-        out.extend(det.run(&batch).map_err(|e| e.to_string())?);
+/// Runs the detector over prepared batches; candidates of all frames in order.
+fn run_batches(det: &mut Detector, batches: &[Batch]) -> Result<Vec<Candidates>, String> {
+    let mut out = Vec::new();
+    for b in batches {
+        out.extend(det.run(b).map_err(|e| e.to_string())?);
     }
     Ok(out)
 }
 
 fn detect_stage<'a>(
     det: &mut Detector,
-    rx: Receiver<(u64, Vec<Entry<'a, Decoded>>)>,
+    rx: Receiver<Group<'a>>,
     tx: Sender<(u64, Vec<Entry<'a, Detected>>)>,
     batch_size: usize,
+    pre: &Preprocess,
     stats: &Stats,
 ) {
-    for (batch_seq, entries) in rx {
+    for group in rx {
         let detected = stats.detect.time(|| {
-            let frames: Vec<&PreparedFrame> = entries
-                .iter()
-                .filter_map(|e| e.result.as_ref().ok())
-                .flat_map(|d| d.prepared.iter())
-                .collect();
             // One failing batch must not take its neighbours down: retry item by item.
-            let mut all = detect_frames(det, &frames, batch_size)
-                .ok()
-                .map(|v| v.into_iter());
-            entries
+            let mut all = run_batches(det, &group.batches).ok().map(|v| v.into_iter());
+            group
+                .entries
                 .into_iter()
                 .map(|e| {
                     let result = e.result.and_then(|d| {
-                        let n = d.prepared.len();
+                        let n = d.rgb.len();
                         let cands = match all.as_mut() {
                             Some(it) => Ok(it.by_ref().take(n).collect()),
-                            None => detect_frames(
-                                det,
-                                &d.prepared.iter().collect::<Vec<_>>(),
-                                batch_size,
-                            )
-                            .map_err(|r| failure(e.item, "detect", r)),
+                            None => {
+                                let frames: Vec<&RgbFrame> = d.rgb.iter().collect();
+                                let batches: Vec<Batch> = frames
+                                    .chunks(batch_size)
+                                    .map(|c| batch_from_rgb(c, pre))
+                                    .collect();
+                                run_batches(det, &batches).map_err(|r| failure(e.item, "detect", r))
+                            }
                         }?;
                         Ok(Detected {
                             width: d.width,
@@ -338,7 +368,7 @@ fn detect_stage<'a>(
                 })
                 .collect::<Vec<_>>()
         });
-        if tx.send((batch_seq, detected)).is_err() {
+        if tx.send((group.seq, detected)).is_err() {
             return;
         }
     }

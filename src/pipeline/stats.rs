@@ -50,8 +50,8 @@ pub struct Summary {
     pub index_error: Option<String>,
     /// Wall time.
     pub elapsed: Duration,
-    /// Busy time per stage: decode, detect, select, write.
-    pub stage_busy: [(String, Duration); 4],
+    /// Busy time per stage: decode, collate, detect, select, write.
+    pub stage_busy: [(String, Duration); 5],
     /// Detector devices used.
     pub devices: Vec<String>,
 }
