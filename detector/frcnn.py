@@ -69,7 +69,7 @@ class DetectorConfig:
     pixel_mean: tuple = (102.98, 115.95, 122.77)
     shorter_side: int = 600
     max_side: int = 1000
-    # 0 = default init; used only for seeded weights
+    # scale factors for the seeded random init (init_seeded) only; ignored with a checkpoint
     init_gain: dict = field(default_factory=dict)
 
     @property
@@ -290,26 +290,25 @@ class ROIHeads(nn.Module):
 
 
 class VGDetector(nn.Module):
-    def __init__(self, cfg: DetectorConfig, fp16: bool = False):
+    def __init__(self, cfg: DetectorConfig):
         super().__init__()
         self.cfg = cfg
-        self.fp16 = fp16
+        self.trunk_dtype = torch.float32
         self.backbone = Backbone(cfg)
         self.proposal_generator = ProposalGenerator(cfg)
         self.roi_heads = ROIHeads(cfg)
 
-    # -- precision: with fp16 the convolutional trunk (backbone, RPN head, res5) runs in half
-    # precision; box decoding, NMS, RoI pooling and the classifier heads stay in float32.
-    def set_fp16(self, on: bool) -> "VGDetector":
-        self.fp16 = on
-        dt = torch.float16 if on else torch.float32
-        self.backbone.to(dt)
-        self.proposal_generator.rpn_head.to(dt)
-        self.roi_heads.res5.to(dt)
+    # -- precision: the convolutional trunk (backbone, RPN head, res5) may run in half precision;
+    # box decoding, NMS, RoI pooling and the classifier heads always stay in float32.
+    def set_trunk_dtype(self, dtype: torch.dtype) -> "VGDetector":
+        self.trunk_dtype = dtype
+        self.backbone.to(dtype)
+        self.proposal_generator.rpn_head.to(dtype)
+        self.roi_heads.res5.to(dtype)
         return self
 
     def _trunk_dtype(self):
-        return torch.float16 if self.fp16 else torch.float32
+        return self.trunk_dtype
 
     # -- RPN ---------------------------------------------------------------------------------
     def _anchors(self, feat: torch.Tensor) -> torch.Tensor:
@@ -347,9 +346,10 @@ class VGDetector(nn.Module):
         logits, deltas = self.proposal_generator.rpn_head(feat)
         logits, deltas = logits.float(), deltas.float()
         # (B, 2A, Hf, Wf) -> (B, 2, A, HfWf) -> fg prob -> (B, HfWf, A) -> (B, N)
-        logits = logits.flatten(2).unflatten(1, (2, a))
-        scores = torch.softmax(logits, dim=1)[:, 1].transpose(1, 2).flatten(1)
-        deltas = deltas.flatten(2).unflatten(1, (a, 4)).permute(0, 3, 1, 2).flatten(1, 2)  # (B, N, 4)
+        b = logits.shape[0]
+        logits = logits.reshape(b, 2, a, -1)
+        scores = torch.softmax(logits, dim=1)[:, 1].transpose(1, 2).reshape(b, -1)
+        deltas = deltas.reshape(b, a, 4, -1).permute(0, 3, 1, 2).reshape(b, -1, 4)  # (B, N, 4)
         boxes = self._decode(self._anchors(feat), deltas)
 
         # clip to each image's valid region
@@ -424,12 +424,26 @@ class VGDetector(nn.Module):
         attr_p = torch.where(v, attr_p, e0_a[None, :])
         feats = torch.where(v, feats, torch.zeros_like(feats))
         boxes = torch.where(valid[..., None], boxes, torch.zeros_like(boxes))
+        # explicit widths so the ONNX outputs carry static C+1, A+1 and D
         return (
             boxes,
-            cls_p.reshape(b, r, -1),
-            attr_p.reshape(b, r, -1),
-            feats.reshape(b, r, -1),
+            cls_p.reshape(b, r, cfg.num_classes + 1),
+            attr_p.reshape(b, r, cfg.num_attributes + 1),
+            feats.reshape(b, r, cfg.feature_dim),
         )
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Folds every ConvBN's batch norm into its convolution (in float32), in place."""
+    for m in model.modules():
+        if isinstance(m, ConvBN) and isinstance(m.norm, nn.BatchNorm2d):
+            bn = m.norm
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            m.weight.mul_(scale.reshape(-1, 1, 1, 1))
+            m.bias = nn.Parameter(bn.bias - bn.running_mean * scale)
+            m.norm = nn.Identity()
+    return model
 
 
 # ----------------------------------------------------------------------------------------------

@@ -40,6 +40,11 @@ if [ ! -f examples/models/test-grid.onnx ] || [ detector/make_test_detector.py -
   .venv/bin/python detector/make_test_detector.py examples/models/test-grid.onnx
 fi
 
+# vg-tiny: the real VG Faster R-CNN graph (narrow, seeded weights) for the demo and the tests.
+if [ ! -f examples/models/vg-tiny.onnx ] || [ -n "$(find detector -name '*.py' -newer examples/models/vg-tiny.onnx | head -n1)" ]; then
+  .venv/bin/python detector/export.py --preset vg-tiny --seed 0 --out examples/models/vg-tiny.onnx
+fi
+
 source scripts/env.sh
 echo "== cargo build --release"
 cargo build --release --quiet

@@ -101,7 +101,7 @@ struct ExtractArgs {
     /// Manifest format (webvid, cc3m, jsonl, dir) [default: from the extension]
     #[arg(long)]
     format: Option<ManifestFormat>,
-    /// ONNX detector honouring schemas/detector-contract.md [default: the bundled test detector]
+    /// ONNX detector honouring schemas/detector-contract.md [default: examples/models/vg-tiny.onnx, made by scripts/setup.sh]
     #[arg(long)]
     detector: Option<PathBuf>,
     /// Output directory [default: out/samples]
@@ -190,7 +190,7 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     let manifest_path = a.manifest.unwrap_or_else(|| examples.join("samples.jsonl"));
     let detector = a
         .detector
-        .unwrap_or_else(|| examples.join("models/test-grid.onnx"));
+        .unwrap_or_else(|| examples.join("models/vg-tiny.onnx"));
     let out = a.out.unwrap_or_else(|| PathBuf::from("out/samples"));
     let items = manifest::read_manifest(&manifest_path, a.root.as_deref(), a.format)
         .with_context(|| format!("reading manifest {}", manifest_path.display()))?;

@@ -308,3 +308,25 @@ fn webvid_csv_and_cc3m_tsv_manifests() {
     let r = ShardReader::open(&shards[2]).unwrap();
     assert_eq!(r.item_ids().unwrap(), vec!["images/000000007"]);
 }
+
+#[test]
+fn the_exported_vg_tiny_faster_rcnn_extracts_the_samples() {
+    let dir = tempdir();
+    let det = crate::util::vg_tiny_detector();
+    let o = regionfeat(&["extract", "--detector", path_str(&det), "--out", path_str(dir.path())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = run_python(&[
+        path_str(&repo().join("tests/py/check_shard.py")),
+        path_str(&dir.path().join("shard-000000.h5")),
+        path_str(&examples().join("samples.jsonl")),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["items"], 10);
+    let r = ShardReader::open(&dir.path().join("shard-000000.h5")).unwrap();
+    assert_eq!(r.attr_str("detector_name").unwrap(), "vg-tiny");
+    assert_eq!(r.feature_dim().unwrap(), 128, "vg-tiny preset: D = 128");
+    let t = r.num_frame_rows().unwrap();
+    let b = r.read_frames(0, t).unwrap();
+    assert!(b.num_boxes.iter().all(|&n| n >= 1), "every frame keeps regions: {:?}", b.num_boxes);
+    assert!(b.features.iter().any(|&x| x != 0.0));
+}

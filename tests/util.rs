@@ -87,3 +87,22 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// The real VG Faster R-CNN graph in its `vg-tiny` preset, exported by `detector/export.py`
+/// with seeded weights (scripts/setup.sh makes it; made here if absent).
+pub fn vg_tiny_detector() -> PathBuf {
+    let p = examples().join("models/vg-tiny.onnx");
+    if !p.exists() {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        run_python(&[
+            repo().join("detector/export.py").to_str().unwrap(),
+            "--preset",
+            "vg-tiny",
+            "--seed",
+            "0",
+            "--out",
+            p.to_str().unwrap(),
+        ]);
+    }
+    p
+}
