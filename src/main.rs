@@ -128,10 +128,10 @@ struct ExtractArgs {
     /// Detector device(s): cpu, cuda:N, or a comma-separated list (one session each).
     #[arg(long, default_value = "cpu", value_delimiter = ',')]
     device: Vec<Device>,
-    /// Decode worker threads [default: all cores].
+    /// Decode worker threads [default: all cores with a GPU device, half of them on CPU].
     #[arg(long)]
     decode_threads: Option<usize>,
-    /// ONNX Runtime intra-op threads per session (0: ONNX Runtime's default).
+    /// ONNX Runtime intra-op threads per session (0: the cores left by the decoders on CPU, ONNX Runtime's default on GPU).
     #[arg(long, default_value_t = 0)]
     intra_threads: usize,
     /// Items per shard.
@@ -202,10 +202,21 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     cfg.select.nms_iou = a.nms_iou;
     cfg.batch_size = a.batch_size;
     cfg.devices = a.device;
-    if let Some(t) = a.decode_threads {
-        cfg.decode_threads = t;
-    }
-    cfg.intra_threads = a.intra_threads;
+    // On CPU the detector and the decoders share the cores: split them rather than
+    // oversubscribe (ONNX Runtime alone would take every core).
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let cpu_only = cfg.devices.iter().all(|d| *d == Device::Cpu);
+    cfg.decode_threads = match a.decode_threads {
+        Some(t) => t,
+        None if cpu_only => (cores / 2).max(1),
+        None => cores,
+    };
+    cfg.intra_threads = match a.intra_threads {
+        0 if cpu_only => (cores.saturating_sub(cfg.decode_threads) / cfg.devices.len()).max(1),
+        n => n,
+    };
     cfg.shard_size = a.shard_size;
     cfg.feature_dtype = a.feature_dtype;
     cfg.compression = a.compression;

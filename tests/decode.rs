@@ -279,3 +279,69 @@ fn resize_rule_is_applied_to_the_upright_frame() {
     assert_eq!((m.width, m.height), (1280, 720));
     assert_eq!((m.frames[0].width, m.frames[0].height), (178, 100));
 }
+
+#[test]
+fn skipping_unsampled_b_frames_gives_exactly_the_frames_a_full_decode_gives() {
+    let dir = tempdir();
+    let clip = dir.path().join("bframes.mp4");
+    // libx264 defaults use B-frames; a long GOP makes most samples decode forward.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=s=64x48:r=25:d=6",
+        "-c:v",
+        "libx264",
+        "-g",
+        "150",
+        "-bf",
+        "3",
+        path_str(&clip),
+    ]);
+    let times = ffprobe_frame_times(&clip);
+    // Every frame, in presentation order, decoded by the ffmpeg CLI: the reference pixels.
+    let all = dir.path().join("all.rgb");
+    ffmpeg(&[
+        "-i",
+        path_str(&clip),
+        "-fps_mode",
+        "passthrough",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        path_str(&all),
+    ]);
+    let all = std::fs::read(&all).unwrap();
+    let frame_bytes = 64 * 48 * 3;
+    assert_eq!(all.len(), times.len() * frame_bytes);
+    let m = decode(&clip, 8);
+    assert!(
+        m.decoded_frames < times.len() as u64,
+        "decoded {} of {} frames",
+        m.decoded_frames,
+        times.len()
+    );
+    for f in &m.frames {
+        let idx = frame_for_target(&times, f.time).unwrap();
+        assert!(
+            (f.frame_time - times[idx]).abs() < 1e-3,
+            "t={} took {} want {}",
+            f.time,
+            f.frame_time,
+            times[idx]
+        );
+        let want = &all[idx * frame_bytes..(idx + 1) * frame_bytes];
+        let mad: f64 = want
+            .iter()
+            .zip(&f.rgb)
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .sum::<f64>()
+            / frame_bytes as f64;
+        assert!(
+            mad < 1.0,
+            "t={}: mean abs diff {mad} to the CLI's frame {idx}",
+            f.time
+        );
+    }
+}

@@ -35,3 +35,17 @@ pub fn display_rotation(matrix: &[u8]) -> Option<f64> {
     let deg = unsafe { ffi::av_display_rotation_get(m.as_ptr()) };
     deg.is_finite().then_some(deg)
 }
+
+/// Makes the decoder drop non-reference frames (`skip_frame = AVDISCARD_NONREF`) or decode
+/// everything again (`AVDISCARD_DEFAULT`). Takes effect from the next packet sent.
+pub fn set_skip_nonref(decoder: &mut ffmpeg_next::codec::decoder::Video, skip: bool) {
+    // SAFETY: the codec context is owned by `decoder` and alive; `skip_frame` is a plain field
+    // the decoder reads when it receives the next packet.
+    unsafe {
+        (*decoder.as_mut_ptr()).skip_frame = if skip {
+            ffi::AVDiscard::AVDISCARD_NONREF
+        } else {
+            ffi::AVDiscard::AVDISCARD_DEFAULT
+        };
+    }
+}

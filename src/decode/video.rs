@@ -53,6 +53,12 @@ struct Sampler<'o> {
     sent_eof: bool,
     read_error: Option<String>,
     decoded_frames: u64,
+    /// pts of the packets read since the last seek (stream time base).
+    seen_pts: std::collections::BTreeSet<i64>,
+    /// pts of the current sample time; frames strictly before a known later packet that is
+    /// itself before this can never be on screen at it.
+    target_pts: i64,
+    skipping: bool,
 }
 
 fn to_secs(ts: i64, tb: Rational) -> f64 {
@@ -103,6 +109,9 @@ impl<'o> Sampler<'o> {
             sent_eof: false,
             read_error: None,
             decoded_frames: 0,
+            seen_pts: Default::default(),
+            target_pts: i64::MIN,
+            skipping: false,
         })
     }
 
@@ -152,6 +161,7 @@ impl<'o> Sampler<'o> {
             match packet.read(&mut self.ictx) {
                 Ok(()) => {
                     if packet.stream() == self.stream_index {
+                        self.choose_skip(packet.pts());
                         // A corrupt packet is skipped; if nothing decodes at all the item fails.
                         if let Err(e) = self.decoder.send_packet(&packet) {
                             self.read_error = Some(e.to_string());
@@ -167,9 +177,40 @@ impl<'o> Sampler<'o> {
         }
     }
 
+    /// Lets the decoder drop a non-reference frame that cannot be sampled: a packet already
+    /// read shows a later frame that is still before the sample time, so this one is never on
+    /// screen at it (nor at any later sample time). Reference frames are always decoded, so the
+    /// result is exactly the same frames as decoding everything.
+    fn choose_skip(&mut self, pts: Option<i64>) {
+        let skip = match pts {
+            Some(p) if p.saturating_add(1) < self.target_pts => {
+                let seen_later = self
+                    .seen_pts
+                    .range((
+                        std::ops::Bound::Excluded(p),
+                        std::ops::Bound::Excluded(self.target_pts),
+                    ))
+                    .next()
+                    .is_some();
+                self.seen_pts.insert(p);
+                seen_later
+            }
+            Some(p) => {
+                self.seen_pts.insert(p);
+                false
+            }
+            None => false,
+        };
+        if skip != self.skipping {
+            ffi::set_skip_nonref(&mut self.decoder, skip);
+            self.skipping = skip;
+        }
+    }
+
     fn seek(&mut self, secs: f64) {
         let us = ((secs + to_secs(self.start_pts, self.time_base)) * 1e6) as i64;
         if self.ictx.seek(us, ..us).is_ok() {
+            self.seen_pts.clear();
             self.decoder.flush();
             self.eof = false;
             self.sent_eof = false;
@@ -204,6 +245,12 @@ impl<'o> Sampler<'o> {
         let mut frames = Vec::with_capacity(n);
         let mut size = (0, 0);
         for &target in &targets {
+            // One tick of margin: a packet exactly at the sample time never lets another go.
+            self.target_pts = if is_image {
+                i64::MIN
+            } else {
+                (target / f64::from(self.time_base)).floor() as i64 + self.start_pts
+            };
             let decoded_up_to = ahead.as_ref().or(current.as_ref()).map(|(t, _)| *t);
             if !is_image && self.should_seek(target, decoded_up_to) {
                 self.seek(target);
