@@ -64,10 +64,15 @@ fn parse() -> Args {
     a
 }
 
+/// FNV-1a of the pixels (the cross-check compares frames exactly, not only their times).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
 /// Decodes every video once with `workers` threads; returns (sample times, frame times) per video.
-fn pass(a: &Args, opts: &DecodeOptions) -> Vec<(Vec<f64>, Vec<f64>)> {
+fn pass(a: &Args, opts: &DecodeOptions, hash: bool) -> Vec<(Vec<f64>, Vec<f64>, Vec<String>)> {
     let next = AtomicUsize::new(0);
-    let out = Mutex::new(vec![(Vec::new(), Vec::new()); a.videos.len()]);
+    let out = Mutex::new(vec![(Vec::new(), Vec::new(), Vec::new()); a.videos.len()]);
     std::thread::scope(|s| {
         for _ in 0..a.workers.max(1) {
             s.spawn(|| loop {
@@ -79,7 +84,11 @@ fn pass(a: &Args, opts: &DecodeOptions) -> Vec<(Vec<f64>, Vec<f64>)> {
                 if a.verbose {
                     eprintln!("{:8.2} ms  {:4} frames decoded  {}", t.elapsed().as_secs_f64() * 1e3, m.decoded_frames, path.display());
                 }
-                let times = (m.frames.iter().map(|f| f.time).collect(), m.frames.iter().map(|f| f.frame_time).collect());
+                let times = (
+                    m.frames.iter().map(|f| f.time).collect(),
+                    m.frames.iter().map(|f| f.frame_time).collect(),
+                    m.frames.iter().filter(|_| hash).map(|f| format!("{:016x}", fnv1a(&f.rgb))).collect(),
+                );
                 std::hint::black_box(&m.frames);
                 out.lock().unwrap()[i] = times;
             });
@@ -88,31 +97,43 @@ fn pass(a: &Args, opts: &DecodeOptions) -> Vec<(Vec<f64>, Vec<f64>)> {
     out.into_inner().unwrap()
 }
 
+/// CPU time of this process (all threads), seconds, from /proc/self/stat (utime + stime).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|x| x.parse::<f64>().ok()).sum());
+    ticks / 100.0 // USER_HZ
+}
+
 fn main() {
     let a = parse();
     let opts = DecodeOptions { num_frames: a.frames, resize: None, threads: a.threads };
-    let times = pass(&a, &opts); // warm-up: page cache, FFmpeg init
+    let times = pass(&a, &opts, a.times_out.is_some()); // warm-up: page cache, FFmpeg init
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     for _ in 0..a.repeat {
-        pass(&a, &opts);
+        pass(&a, &opts, false);
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
     let n = a.videos.len() * a.repeat;
     let vps = n as f64 / secs;
     eprintln!(
-        "regionfeat decode: {} videos x {} repeats, {} worker(s), {} decoder thread(s): {:.3}s, {:.2} videos/s",
+        "regionfeat decode: {} videos x {} repeats, {} worker(s), {} decoder thread(s): {:.3}s, {:.2} videos/s, {:.1} CPU ms/video",
         a.videos.len(),
         a.repeat,
         a.workers,
         a.threads,
         secs,
-        vps
+        vps,
+        cpu * 1e3 / n as f64
     );
     if a.json {
         println!(
             "{}",
             serde_json::json!({"tool": "regionfeat", "videos": a.videos.len(), "repeat": a.repeat,
-                "workers": a.workers, "seconds": secs, "videos_per_s": vps})
+                "workers": a.workers, "seconds": secs, "videos_per_s": vps,
+                "cpu_seconds": cpu, "cpu_ms_per_video": cpu * 1e3 / n as f64})
         );
     }
     if let Some(p) = &a.times_out {
@@ -120,7 +141,7 @@ fn main() {
             .videos
             .iter()
             .zip(&times)
-            .map(|(v, (t, ft))| (v.display().to_string(), serde_json::json!({"times": t, "frame_times": ft})))
+            .map(|(v, (t, ft, h))| (v.display().to_string(), serde_json::json!({"times": t, "frame_times": ft, "rgb_fnv1a": h})))
             .collect();
         std::fs::write(p, serde_json::to_string(&map).unwrap()).expect("write --times-out");
     }
