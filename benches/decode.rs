@@ -31,7 +31,16 @@ struct Args {
 }
 
 fn parse() -> Args {
-    let mut a = Args { videos: vec![], repeat: 3, workers: 1, frames: 8, threads: 1, times_out: None, json: false, verbose: false };
+    let mut a = Args {
+        videos: vec![],
+        repeat: 3,
+        workers: 1,
+        frames: 8,
+        threads: 1,
+        times_out: None,
+        json: false,
+        verbose: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(s) = it.next() {
         let mut val = |name: &str| it.next().unwrap_or_else(|| panic!("{name} needs a value"));
@@ -46,7 +55,12 @@ fn parse() -> Args {
             "--verbose" => a.verbose = true,
             "--list" => {
                 let list = std::fs::read_to_string(val("--list")).expect("read --list");
-                a.videos.extend(list.lines().map(str::trim).filter(|l| !l.is_empty()).map(PathBuf::from));
+                a.videos.extend(
+                    list.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(PathBuf::from),
+                );
             }
             _ if s.starts_with("--") => panic!("unknown flag {s}"),
             _ => a.videos.push(s.into()),
@@ -55,7 +69,11 @@ fn parse() -> Args {
     if a.videos.is_empty() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/webvid/videos");
         for sub in std::fs::read_dir(dir).expect("examples").flatten() {
-            for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(sub.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 a.videos.push(f.path());
             }
         }
@@ -66,7 +84,9 @@ fn parse() -> Args {
 
 /// FNV-1a of the pixels (the cross-check compares frames exactly, not only their times).
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Decodes every video once with `workers` threads; returns (sample times, frame times) per video.
@@ -82,12 +102,21 @@ fn pass(a: &Args, opts: &DecodeOptions, hash: bool) -> Vec<(Vec<f64>, Vec<f64>, 
                 let m = decode_media(path, kind_for_path(path), opts)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 if a.verbose {
-                    eprintln!("{:8.2} ms  {:4} frames decoded  {}", t.elapsed().as_secs_f64() * 1e3, m.decoded_frames, path.display());
+                    eprintln!(
+                        "{:8.2} ms  {:4} frames decoded  {}",
+                        t.elapsed().as_secs_f64() * 1e3,
+                        m.decoded_frames,
+                        path.display()
+                    );
                 }
                 let times = (
                     m.frames.iter().map(|f| f.time).collect(),
                     m.frames.iter().map(|f| f.frame_time).collect(),
-                    m.frames.iter().filter(|_| hash).map(|f| format!("{:016x}", fnv1a(&f.rgb))).collect(),
+                    m.frames
+                        .iter()
+                        .filter(|_| hash)
+                        .map(|f| format!("{:016x}", fnv1a(&f.rgb)))
+                        .collect(),
                 );
                 std::hint::black_box(&m.frames);
                 out.lock().unwrap()[i] = times;
@@ -100,14 +129,25 @@ fn pass(a: &Args, opts: &DecodeOptions, hash: bool) -> Vec<(Vec<f64>, Vec<f64>, 
 /// CPU time of this process (all threads), seconds, from /proc/self/stat (utime + stime).
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|x| x.parse::<f64>().ok()).sum());
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|x| x.parse::<f64>().ok()).sum()
+    });
     ticks / 100.0 // USER_HZ
 }
 
 fn main() {
     let a = parse();
-    let opts = DecodeOptions { num_frames: a.frames, resize: None, threads: a.threads };
+    let opts = DecodeOptions {
+        num_frames: a.frames,
+        resize: None,
+        threads: a.threads,
+    };
     let times = pass(&a, &opts, a.times_out.is_some()); // warm-up: page cache, FFmpeg init
     let start = Instant::now();
     let cpu0 = cpu_seconds();
@@ -141,7 +181,12 @@ fn main() {
             .videos
             .iter()
             .zip(&times)
-            .map(|(v, (t, ft, h))| (v.display().to_string(), serde_json::json!({"times": t, "frame_times": ft, "rgb_fnv1a": h})))
+            .map(|(v, (t, ft, h))| {
+                (
+                    v.display().to_string(),
+                    serde_json::json!({"times": t, "frame_times": ft, "rgb_fnv1a": h}),
+                )
+            })
             .collect();
         std::fs::write(p, serde_json::to_string(&map).unwrap()).expect("write --times-out");
     }

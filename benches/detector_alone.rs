@@ -42,22 +42,35 @@ fn main() {
         }
     }
     let root = env!("CARGO_MANIFEST_DIR");
-    let detector = detector.unwrap_or_else(|| PathBuf::from(root).join("examples/models/test-grid.onnx"));
+    let detector =
+        detector.unwrap_or_else(|| PathBuf::from(root).join("examples/models/test-grid.onnx"));
     let manifest = manifest.unwrap_or_else(|| PathBuf::from(root).join("examples/samples.jsonl"));
     let mut det = Detector::open(&detector, device, intra).expect("open detector");
     let info = det.info().clone();
     let items = read_manifest(&manifest, None, None).expect("manifest");
-    let opts = DecodeOptions { num_frames: frames, resize: Some(info.preprocess.resize_rule()), threads: 1 };
+    let opts = DecodeOptions {
+        num_frames: frames,
+        resize: Some(info.preprocess.resize_rule()),
+        threads: 1,
+    };
     let t = Instant::now();
     let mut prepared: Vec<Vec<PreparedFrame>> = Vec::new();
     for item in items.iter().take(max_items) {
         if let Ok(m) = decode_media(&item.path, item.kind, &opts) {
-            prepared.push(m.frames.iter().map(|f| prepare(f, &info.preprocess)).collect());
+            prepared.push(
+                m.frames
+                    .iter()
+                    .map(|f| prepare(f, &info.preprocess))
+                    .collect(),
+            );
         }
     }
     let n_items = prepared.len();
     let n_frames: usize = prepared.iter().map(Vec::len).sum();
-    eprintln!("decoded {n_items} items / {n_frames} frames into memory in {:.2}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "decoded {n_items} items / {n_frames} frames into memory in {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
     // Batches as the pipeline forms them: whole items until >= batch_size frames, then chunks.
     let mut batches: Vec<Vec<&PreparedFrame>> = Vec::new();
     let mut group: Vec<&PreparedFrame> = Vec::new();
@@ -73,12 +86,15 @@ fn main() {
     }
     // One untimed batch (ONNX Runtime warm-up), then the timed passes.
     if let Some(b) = batches.first() {
-        det.run(&make_batch(b, info.preprocess.size_divisibility)).expect("run");
+        det.run(&make_batch(b, info.preprocess.size_divisibility))
+            .expect("run");
     }
     let start = Instant::now();
     for _ in 0..repeat {
         for b in &batches {
-            let out = det.run(&make_batch(b, info.preprocess.size_divisibility)).expect("run");
+            let out = det
+                .run(&make_batch(b, info.preprocess.size_divisibility))
+                .expect("run");
             std::hint::black_box(out);
         }
     }
