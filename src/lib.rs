@@ -6,12 +6,12 @@
 //! locations) → [`shard`] (HDF5 per `schemas/shard-v1.md`), joined by [`pipeline`].
 
 pub mod decode;
-pub mod manifest;
 pub mod detect;
-#[cfg(feature = "train")]
-pub mod train;
+pub mod inspect;
+pub mod job;
+pub mod manifest;
+pub mod pipeline;
 pub mod select;
 pub mod shard;
-pub mod job;
-pub mod pipeline;
-pub mod inspect;
+#[cfg(feature = "train")]
+pub mod train;

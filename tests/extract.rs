@@ -313,7 +313,13 @@ fn webvid_csv_and_cc3m_tsv_manifests() {
 fn the_exported_vg_tiny_faster_rcnn_extracts_the_samples() {
     let dir = tempdir();
     let det = crate::util::vg_tiny_detector();
-    let o = regionfeat(&["extract", "--detector", path_str(&det), "--out", path_str(dir.path())]);
+    let o = regionfeat(&[
+        "extract",
+        "--detector",
+        path_str(&det),
+        "--out",
+        path_str(dir.path()),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = run_python(&[
         path_str(&repo().join("tests/py/check_shard.py")),
@@ -327,6 +333,10 @@ fn the_exported_vg_tiny_faster_rcnn_extracts_the_samples() {
     assert_eq!(r.feature_dim().unwrap(), 128, "vg-tiny preset: D = 128");
     let t = r.num_frame_rows().unwrap();
     let b = r.read_frames(0, t).unwrap();
-    assert!(b.num_boxes.iter().all(|&n| n >= 1), "every frame keeps regions: {:?}", b.num_boxes);
+    assert!(
+        b.num_boxes.iter().all(|&n| n >= 1),
+        "every frame keeps regions: {:?}",
+        b.num_boxes
+    );
     assert!(b.features.iter().any(|&x| x != 0.0));
 }

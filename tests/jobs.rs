@@ -327,7 +327,11 @@ fn the_slurm_example_script_runs_a_4_way_split() {
             .current_dir(repo())
             .output()
             .unwrap();
-        assert!(o.status.success(), "task {task}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "task {task}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     assert_eq!(verify_code(out.path()), 0);
     assert_eq!(index::read(out.path()).unwrap().len(), 10);

@@ -5,5 +5,5 @@ mod util;
 
 mod decode;
 mod extract;
-mod jobs;
 mod inspect;
+mod jobs;
