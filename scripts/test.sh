@@ -7,10 +7,9 @@ bash scripts/setup.sh
 source scripts/env.sh
 echo "== cargo test"
 cargo test --quiet 2>&1
-if [ -d src/train ] && grep -q "pub fn run_train" src/train/*.rs 2>/dev/null; then
-  echo "== cargo test --features train"
-  cargo test --quiet --features train --lib train 2>&1
-fi
+echo "== cargo test --features train (trainer: libtorch from .venv)"
+cargo test --quiet --features train --lib train:: 2>&1
+cargo test --quiet --features train --test integration train_cli 2>&1
 if [ -d detector/tests ]; then
   echo "== pytest detector/tests"
   .venv/bin/python -m pytest -q detector/tests

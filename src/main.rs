@@ -33,6 +33,12 @@ enum Command {
     Verify(VerifyArgs),
     /// (Re)build index.jsonl over all committed shards of an output directory.
     Index(IndexArgs),
+    /// Pre-train or fine-tune a DemoVLP model on shards (needs the `train` feature).
+    #[cfg(feature = "train")]
+    Train(regionfeat::train::cli::TrainArgs),
+    /// Evaluate text↔video retrieval of a checkpoint on shards (needs the `train` feature).
+    #[cfg(feature = "train")]
+    Eval(regionfeat::train::cli::EvalArgs),
     /// Show what shards hold: summary, one item (--item), checks (--validate), boxes drawn (--draw).
     Inspect(InspectArgs),
     /// Export shards for other tools: DemoVLP per-frame .npz or bottom-up-attention TSV.
@@ -380,6 +386,10 @@ fn main() -> ExitCode {
         Command::Extract(a) => extract(a),
         Command::Verify(a) => verify(a),
         Command::Index(a) => index(a),
+        #[cfg(feature = "train")]
+        Command::Train(a) => regionfeat::train::cli::run_train(&a).map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "train")]
+        Command::Eval(a) => regionfeat::train::cli::run_eval(&a).map(|()| ExitCode::SUCCESS),
         Command::Inspect(a) => inspect(a),
         Command::Export(a) => export(a),
     };

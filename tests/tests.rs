@@ -7,3 +7,5 @@ mod decode;
 mod extract;
 mod inspect;
 mod jobs;
+#[cfg(feature = "train")]
+mod train_cli;

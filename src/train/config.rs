@@ -181,8 +181,9 @@ impl TextConfig {
     }
     /// Path of the weights.
     pub fn weights_path(&self) -> Result<PathBuf> {
-        self.pick(&self.weights, &["model.safetensors"])
-            .context("model.text: no model.safetensors (set `dir` or `weights`, or load_weights = false)")
+        self.pick(&self.weights, &["model.safetensors"]).context(
+            "model.text: no model.safetensors (set `dir` or `weights`, or load_weights = false)",
+        )
     }
     /// Path of tokenizer.json or vocab.txt.
     pub fn tokenizer_path(&self) -> Result<PathBuf> {
@@ -378,7 +379,7 @@ impl TrainConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let mut cfg: TrainConfig =
+        let cfg: TrainConfig =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
         cfg.validate()
             .with_context(|| format!("invalid config {}", path.display()))?;
@@ -400,14 +401,20 @@ impl TrainConfig {
         }
         for ds in &d.datasets {
             if !ds.shards.exists() {
-                bail!("dataset {:?}: shards path {} does not exist", ds.name, ds.shards.display());
+                bail!(
+                    "dataset {:?}: shards path {} does not exist",
+                    ds.name,
+                    ds.shards.display()
+                );
             }
         }
         if d.frames == 0 || d.batch_size < 2 || d.workers == 0 || d.max_text_len < 3 {
-            bail!("data: frames ≥ 1, batch_size ≥ 2, workers ≥ 1 and max_text_len ≥ 3 are required");
+            bail!(
+                "data: frames ≥ 1, batch_size ≥ 2, workers ≥ 1 and max_text_len ≥ 3 are required"
+            );
         }
         let o = &self.optim;
-        if !(o.lr > 0.0) || o.grad_accum == 0 || o.epochs == 0 {
+        if o.lr.is_nan() || o.lr <= 0.0 || o.grad_accum == 0 || o.epochs == 0 {
             bail!("optim: lr > 0, grad_accum ≥ 1 and epochs ≥ 1 are required");
         }
         if !(0.0..1.0).contains(&o.betas.0) || !(0.0..1.0).contains(&o.betas.1) {
@@ -417,7 +424,11 @@ impl TrainConfig {
             bail!("optim.milestones must be sorted");
         }
         let l = &self.loss;
-        if !(l.temperature > 0.0) || !(l.local_temperature > 0.0) {
+        if l.temperature.is_nan()
+            || l.temperature <= 0.0
+            || l.local_temperature.is_nan()
+            || l.local_temperature <= 0.0
+        {
             bail!("loss temperatures must be > 0");
         }
         self.model.video.validate()?;

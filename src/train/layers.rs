@@ -17,11 +17,17 @@ pub struct Ctx {
 impl Ctx {
     /// Evaluation, full precision.
     pub fn eval() -> Self {
-        Self { train: false, mixed: None }
+        Self {
+            train: false,
+            mixed: None,
+        }
     }
     /// Training, full precision.
     pub fn train() -> Self {
-        Self { train: true, mixed: None }
+        Self {
+            train: true,
+            mixed: None,
+        }
     }
 }
 
@@ -33,7 +39,10 @@ pub fn linear(p: nn::Path, inp: i64, out: i64) -> nn::Linear {
         inp,
         out,
         nn::LinearConfig {
-            ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 },
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
             bs_init: Some(nn::Init::Const(0.0)),
             bias: true,
         },
@@ -50,20 +59,38 @@ pub fn apply_linear(l: &nn::Linear, x: &Tensor, ctx: Ctx) -> Tensor {
     }
 }
 
+/// LayerNorm parameters (`weight`, `bias`) and ε.
+pub struct LayerNorm {
+    /// Scale.
+    pub ws: Tensor,
+    /// Shift.
+    pub bs: Tensor,
+    /// ε.
+    pub eps: f64,
+}
+
 /// LayerNorm with `weight`/`bias` names.
-pub fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> nn::LayerNorm {
-    nn::layer_norm(p, vec![dim], nn::LayerNormConfig { eps, ..Default::default() })
+pub fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> LayerNorm {
+    LayerNorm {
+        ws: p.var("weight", &[dim], nn::Init::Const(1.0)),
+        bs: p.var("bias", &[dim], nn::Init::Const(0.0)),
+        eps,
+    }
 }
 
 /// LayerNorm always computed in f32 (as autocast does).
-pub fn apply_ln(ln: &nn::LayerNorm, x: &Tensor) -> Tensor {
-    let x = if x.kind() == Kind::Float { x.shallow_clone() } else { x.to_kind(Kind::Float) };
+pub fn apply_ln(ln: &LayerNorm, x: &Tensor) -> Tensor {
+    let x = if x.kind() == Kind::Float {
+        x.shallow_clone()
+    } else {
+        x.to_kind(Kind::Float)
+    };
     x.layer_norm(
         [x.size()[x.dim() - 1]],
-        ln.ws.as_ref(),
-        ln.bs.as_ref(),
-        ln.config.eps,
-        ln.config.cudnn_enabled,
+        Some(&ln.ws),
+        Some(&ln.bs),
+        ln.eps,
+        true,
     )
 }
 
@@ -73,7 +100,13 @@ pub fn embedding(p: nn::Path, n: i64, dim: i64) -> nn::Embedding {
         p,
         n,
         dim,
-        nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() },
+        nn::EmbeddingConfig {
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+            ..Default::default()
+        },
     )
 }
 
@@ -104,7 +137,15 @@ impl Activation {
 
 /// Multi-head attention core: `q, k, v [B, T, H*Dh]` → `[B, T, H*Dh]`.
 /// `mask`: bool `[B, 1, Tq, Tk]` or broadcastable, true = may attend.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: i64, mask: &Tensor, dropout: f64, ctx: Ctx) -> Tensor {
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: i64,
+    mask: &Tensor,
+    dropout: f64,
+    ctx: Ctx,
+) -> Tensor {
     let (b, t, d) = q.size3().expect("q [B,T,D]");
     let tk = k.size()[1];
     let dh = d / heads;

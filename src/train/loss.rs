@@ -24,7 +24,10 @@ pub struct RwaOptions {
 
 impl Default for RwaOptions {
     fn default() -> Self {
-        Self { scale: 1.0, renormalize: false }
+        Self {
+            scale: 1.0,
+            renormalize: false,
+        }
     }
 }
 
@@ -37,10 +40,14 @@ pub fn global_similarity(video: &Tensor, text: &Tensor) -> Tensor {
 /// Returns `(video→text, text→video)` (each a mean over the batch).
 pub fn info_nce(sim: &Tensor, temperature: f64) -> (Tensor, Tensor) {
     let b = sim.size()[0];
+    let sim_kind = sim.kind();
     let logits = sim / temperature;
     let target = Tensor::arange(b, (Kind::Int64, sim.device()));
-    let v2t = logits.cross_entropy_for_logits(&target);
-    let t2v = logits.transpose(0, 1).cross_entropy_for_logits(&target);
+    let v2t = logits.log_softmax(-1, sim_kind).nll_loss(&target);
+    let t2v = logits
+        .transpose(0, 1)
+        .log_softmax(-1, sim_kind)
+        .nll_loss(&target);
     (v2t, t2v)
 }
 
@@ -49,12 +56,19 @@ fn refine(logits: &Tensor, mask: &Tensor, dim: i64, opts: RwaOptions) -> Tensor 
     let valid = mask.gt(0.5);
     let neg = logits.masked_fill(&valid.logical_not(), -1e30);
     let a = neg.softmax(dim, logits.kind()) * mask;
-    let count = mask.sum_dim_intlist(dim, true, logits.kind()).clamp_min(1.0);
+    let count = mask
+        .sum_dim_intlist(dim, true, logits.kind())
+        .clamp_min(1.0);
     let mean = a.sum_dim_intlist(dim, true, logits.kind()) / &count;
-    let keep = a.gt_tensor(&mean).logical_and(&valid).to_kind(logits.kind());
+    let keep = a
+        .gt_tensor(&mean)
+        .logical_and(&valid)
+        .to_kind(logits.kind());
     let kept = a * keep;
     if opts.renormalize {
-        let s = kept.sum_dim_intlist(dim, true, logits.kind()).clamp_min(1e-12);
+        let s = kept
+            .sum_dim_intlist(dim, true, logits.kind())
+            .clamp_min(1e-12);
         kept / s
     } else {
         kept
@@ -111,7 +125,7 @@ impl LossTerms {
     pub fn total(&self, rwa_weight: f64) -> Tensor {
         let mut t = &self.global_v2t + &self.global_t2v;
         if let (Some(a), Some(b)) = (&self.local_v2t, &self.local_t2v) {
-            t = t + (a + b) * rwa_weight;
+            t += (a + b) * rwa_weight;
         }
         t
     }
@@ -135,25 +149,31 @@ pub struct Embeddings {
 
 /// All loss terms. RWA v2t uses the region→word matrix over rows (each video against all
 /// texts); RWA t2v uses the word→region matrix over columns.
-pub fn losses(
-    e: &Embeddings,
-    temperature: f64,
-    rwa: Option<(RwaOptions, f64)>,
-) -> LossTerms {
+pub fn losses(e: &Embeddings, temperature: f64, rwa: Option<(RwaOptions, f64)>) -> LossTerms {
     let g = global_similarity(&e.video, &e.text);
     let (global_v2t, global_t2v) = info_nce(&g, temperature);
     let (local_v2t, local_t2v) = match rwa {
         Some((opts, local_t)) => {
-            let (r2w, w2r) = rwa_similarity(&e.regions, &e.region_mask, &e.words, &e.word_mask, opts);
+            let (r2w, w2r) =
+                rwa_similarity(&e.regions, &e.region_mask, &e.words, &e.word_mask, opts);
             let b = r2w.size()[0];
+            let sim_kind = r2w.kind();
             let target = Tensor::arange(b, (Kind::Int64, r2w.device()));
-            let v2t = (r2w / local_t).cross_entropy_for_logits(&target);
-            let t2v = (w2r / local_t).transpose(0, 1).cross_entropy_for_logits(&target);
+            let v2t = (r2w / local_t).log_softmax(-1, sim_kind).nll_loss(&target);
+            let t2v = (w2r / local_t)
+                .transpose(0, 1)
+                .log_softmax(-1, sim_kind)
+                .nll_loss(&target);
             (Some(v2t), Some(t2v))
         }
         None => (None, None),
     };
-    LossTerms { global_v2t, global_t2v, local_v2t, local_t2v }
+    LossTerms {
+        global_v2t,
+        global_t2v,
+        local_v2t,
+        local_t2v,
+    }
 }
 
 /// Retrieval metrics of one direction.
@@ -204,7 +224,12 @@ fn recall_from_ranks(ranks: &[usize]) -> Recall {
 /// Metrics from a `[Nv, Nt]` similarity (row-major), where text `j` belongs to video
 /// `text_video[j]`. Rank = 1 + number of candidates scoring strictly higher than the positive;
 /// video→text uses the best-ranked of the video's captions.
-pub fn retrieval_metrics(sim: &[f32], nv: usize, nt: usize, text_video: &[usize]) -> RetrievalMetrics {
+pub fn retrieval_metrics(
+    sim: &[f32],
+    nv: usize,
+    nt: usize,
+    text_video: &[usize],
+) -> RetrievalMetrics {
     assert_eq!(sim.len(), nv * nt);
     assert_eq!(text_video.len(), nt);
     let t2v: Vec<usize> = (0..nt)
@@ -222,5 +247,8 @@ pub fn retrieval_metrics(sim: &[f32], nv: usize, nt: usize, text_video: &[usize]
                 .min()
         })
         .collect();
-    RetrievalMetrics { t2v: recall_from_ranks(&t2v), v2t: recall_from_ranks(&v2t) }
+    RetrievalMetrics {
+        t2v: recall_from_ranks(&t2v),
+        v2t: recall_from_ranks(&v2t),
+    }
 }

@@ -1,1 +1,29 @@
-//! The DemoVLP trainer (feature `train`). Placeholder: being written.
+//! The DemoVLP trainer (feature `train`, tch + libtorch 2.13).
+//!
+//! Modules, in data-flow order: [`config`] (TOML) → [`data`] / [`shards`] (items, frame rows,
+//! seeded batches read ahead by threads) → [`text`] (BERT / DistilBERT from HF files, tokenizer)
+//! and [`video`] (region tokens + ViT) joined in [`model`] → [`loss`] (global InfoNCE + RWA,
+//! retrieval metrics) → [`optim`] (AdamW, schedule, clipping) → [`trainer`] (the loop) with
+//! [`checkpoint`] and [`eval`]; [`cli`] holds the `train`/`eval` entry points and [`synth`]
+//! generates planted-structure data for tests and demos.
+
+pub mod bench;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod layers;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod shards;
+pub mod synth;
+pub mod text;
+pub mod trainer;
+pub mod video;
+
+pub use trainer::device_from_str;
+
+#[cfg(test)]
+mod tests;

@@ -62,7 +62,7 @@ struct Embeddings {
     word: nn::Embedding,
     position: nn::Embedding,
     token_type: nn::Embedding,
-    ln: nn::LayerNorm,
+    ln: layers::LayerNorm,
     dropout: f64,
 }
 
@@ -70,8 +70,16 @@ impl Embeddings {
     fn new(p: nn::Path, c: &BertConfig) -> Self {
         Self {
             word: layers::embedding(&p / "word_embeddings", c.vocab_size, c.hidden_size),
-            position: layers::embedding(&p / "position_embeddings", c.max_position_embeddings, c.hidden_size),
-            token_type: layers::embedding(&p / "token_type_embeddings", c.type_vocab_size, c.hidden_size),
+            position: layers::embedding(
+                &p / "position_embeddings",
+                c.max_position_embeddings,
+                c.hidden_size,
+            ),
+            token_type: layers::embedding(
+                &p / "token_type_embeddings",
+                c.type_vocab_size,
+                c.hidden_size,
+            ),
             ln: layers::layer_norm(&p / "LayerNorm", c.hidden_size, c.layer_norm_eps),
             dropout: c.hidden_dropout_prob,
         }
@@ -79,7 +87,8 @@ impl Embeddings {
     fn forward(&self, ids: &Tensor, ctx: Ctx) -> Tensor {
         let l = ids.size()[1];
         let pos = Tensor::arange(l, (tch::Kind::Int64, ids.device()));
-        let x = ids.apply(&self.word) + pos.apply(&self.position).unsqueeze(0)
+        let x = ids.apply(&self.word)
+            + pos.apply(&self.position).unsqueeze(0)
             + self.token_type.ws.get(0).view([1, 1, -1]);
         layers::dropout(&layers::apply_ln(&self.ln, &x), self.dropout, ctx)
     }
@@ -90,10 +99,10 @@ struct Layer {
     key: nn::Linear,
     value: nn::Linear,
     attn_out: nn::Linear,
-    attn_ln: nn::LayerNorm,
+    attn_ln: layers::LayerNorm,
     inter: nn::Linear,
     out: nn::Linear,
-    out_ln: nn::LayerNorm,
+    out_ln: layers::LayerNorm,
     heads: i64,
     act: Activation,
     hidden_dropout: f64,
@@ -126,10 +135,18 @@ impl Layer {
         let k = layers::apply_linear(&self.key, x, ctx);
         let v = layers::apply_linear(&self.value, x, ctx);
         let a = layers::attention(&q, &k, &v, self.heads, mask, self.attn_dropout, ctx);
-        let a = layers::dropout(&layers::apply_linear(&self.attn_out, &a, ctx), self.hidden_dropout, ctx);
+        let a = layers::dropout(
+            &layers::apply_linear(&self.attn_out, &a, ctx),
+            self.hidden_dropout,
+            ctx,
+        );
         let x = layers::apply_ln(&self.attn_ln, &(a + x));
         let h = self.act.apply(&layers::apply_linear(&self.inter, &x, ctx));
-        let h = layers::dropout(&layers::apply_linear(&self.out, &h, ctx), self.hidden_dropout, ctx);
+        let h = layers::dropout(
+            &layers::apply_linear(&self.out, &h, ctx),
+            self.hidden_dropout,
+            ctx,
+        );
         layers::apply_ln(&self.out_ln, &(h + x))
     }
 }
@@ -148,7 +165,9 @@ impl BertModel {
         let enc = &p / "encoder" / "layer";
         Self {
             embeddings: Embeddings::new(&p / "embeddings", c),
-            layers: (0..c.num_hidden_layers).map(|i| Layer::new(&enc / i, c)).collect(),
+            layers: (0..c.num_hidden_layers)
+                .map(|i| Layer::new(&enc / i, c))
+                .collect(),
             config: c.clone(),
         }
     }

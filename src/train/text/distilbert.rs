@@ -56,10 +56,10 @@ struct Block {
     k: nn::Linear,
     v: nn::Linear,
     o: nn::Linear,
-    sa_ln: nn::LayerNorm,
+    sa_ln: layers::LayerNorm,
     lin1: nn::Linear,
     lin2: nn::Linear,
-    out_ln: nn::LayerNorm,
+    out_ln: layers::LayerNorm,
     heads: i64,
     act: Activation,
     dropout: f64,
@@ -94,7 +94,11 @@ impl Block {
         let a = layers::apply_linear(&self.o, &a, ctx);
         let x = layers::apply_ln(&self.sa_ln, &(a + x));
         let h = self.act.apply(&layers::apply_linear(&self.lin1, &x, ctx));
-        let h = layers::dropout(&layers::apply_linear(&self.lin2, &h, ctx), self.dropout, ctx);
+        let h = layers::dropout(
+            &layers::apply_linear(&self.lin2, &h, ctx),
+            self.dropout,
+            ctx,
+        );
         layers::apply_ln(&self.out_ln, &(h + x))
     }
 }
@@ -103,7 +107,7 @@ impl Block {
 pub struct DistilBertModel {
     word: nn::Embedding,
     position: nn::Embedding,
-    ln: nn::LayerNorm,
+    ln: layers::LayerNorm,
     blocks: Vec<Block>,
     /// The config it was built from.
     pub config: DistilBertConfig,
@@ -116,7 +120,11 @@ impl DistilBertModel {
         let t = &p / "transformer" / "layer";
         Self {
             word: layers::embedding(&e / "word_embeddings", c.vocab_size, c.dim),
-            position: layers::embedding(&e / "position_embeddings", c.max_position_embeddings, c.dim),
+            position: layers::embedding(
+                &e / "position_embeddings",
+                c.max_position_embeddings,
+                c.dim,
+            ),
             ln: layers::layer_norm(&e / "LayerNorm", c.dim, LN_EPS),
             blocks: (0..c.n_layers).map(|i| Block::new(&t / i, c)).collect(),
             config: c.clone(),

@@ -1,0 +1,499 @@
+//! Data layer: items (caption + frame rows of region features) come from a [`RegionSource`];
+//! several sources are concatenated into one index space ([`Mixture`]); a seeded epoch order
+//! is cut into batches that reader threads assemble ahead of the training loop ([`Loader`]).
+//! Rows are read on demand, so memory depends on batch size and prefetch depth only.
+//!
+//! Determinism: the epoch order depends on `(seed, epoch)`, the frames drawn for an item on
+//! `(seed, epoch, item)`, so a data position is just `(epoch, batch index)`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{ensure, Result};
+use crossbeam_channel::{bounded, Receiver};
+use tch::{Device, Kind, Tensor};
+
+use crate::train::config::FrameSampling;
+use crate::train::model::TensorBatch;
+use crate::train::text::TextTokenizer;
+
+/// Location entries per region in the shards.
+pub const LOC_DIM: usize = 7;
+
+/// Region rows of some frames of one item.
+#[derive(Debug, Clone, Default)]
+pub struct FrameBlock {
+    /// `[n, K, D]`.
+    pub features: Vec<f32>,
+    /// `[n, K, 7]`.
+    pub locations: Vec<f32>,
+    /// `[n]` valid regions per frame.
+    pub num_boxes: Vec<u32>,
+}
+
+/// Anything that yields captioned items with frame rows of region features.
+pub trait RegionSource: Send + Sync {
+    /// Items.
+    fn len(&self) -> usize;
+    /// No items.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Feature size D.
+    fn feature_dim(&self) -> usize;
+    /// Regions per frame row K.
+    fn max_boxes(&self) -> usize;
+    /// Item id.
+    fn item_id(&self, i: usize) -> String;
+    /// Caption.
+    fn caption(&self, i: usize) -> String;
+    /// Frame rows of the item (1 for images).
+    fn num_frames(&self, i: usize) -> usize;
+    /// Reads the given frames (indices within the item).
+    fn read_frames(&self, i: usize, frames: &[usize]) -> Result<FrameBlock>;
+}
+
+/// In-memory source (tests, synthetic data).
+#[derive(Debug, Clone, Default)]
+pub struct MemorySource {
+    /// D.
+    pub feature_dim: usize,
+    /// K.
+    pub max_boxes: usize,
+    /// Items.
+    pub items: Vec<MemoryItem>,
+}
+
+/// One in-memory item.
+#[derive(Debug, Clone)]
+pub struct MemoryItem {
+    /// Id.
+    pub id: String,
+    /// Caption.
+    pub caption: String,
+    /// All frames of the item.
+    pub frames: FrameBlock,
+}
+
+impl RegionSource for MemorySource {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+    fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+    fn max_boxes(&self) -> usize {
+        self.max_boxes
+    }
+    fn item_id(&self, i: usize) -> String {
+        self.items[i].id.clone()
+    }
+    fn caption(&self, i: usize) -> String {
+        self.items[i].caption.clone()
+    }
+    fn num_frames(&self, i: usize) -> usize {
+        self.items[i].frames.num_boxes.len()
+    }
+    fn read_frames(&self, i: usize, frames: &[usize]) -> Result<FrameBlock> {
+        let it = &self.items[i].frames;
+        let (k, d) = (self.max_boxes, self.feature_dim);
+        let mut out = FrameBlock::default();
+        for &f in frames {
+            ensure!(f < it.num_boxes.len(), "frame {f} out of range");
+            out.features
+                .extend_from_slice(&it.features[f * k * d..(f + 1) * k * d]);
+            out.locations
+                .extend_from_slice(&it.locations[f * k * LOC_DIM..(f + 1) * k * LOC_DIM]);
+            out.num_boxes.push(it.num_boxes[f]);
+        }
+        Ok(out)
+    }
+}
+
+/// Several sources in one index space (concatenation), keeping only captioned items when asked.
+pub struct Mixture {
+    sources: Vec<Arc<dyn RegionSource>>,
+    /// Global index → (source, local index).
+    index: Vec<(u32, u32)>,
+    feature_dim: usize,
+    max_boxes: usize,
+}
+
+impl Mixture {
+    /// Concatenates `sources`; with `captioned_only`, items with an empty caption are dropped.
+    pub fn new(sources: Vec<Arc<dyn RegionSource>>, captioned_only: bool) -> Result<Self> {
+        ensure!(!sources.is_empty(), "no data sources");
+        let feature_dim = sources[0].feature_dim();
+        let mut index = vec![];
+        let mut max_boxes = 0;
+        for (s, src) in sources.iter().enumerate() {
+            ensure!(
+                src.feature_dim() == feature_dim,
+                "datasets disagree on feature_dim ({} vs {feature_dim})",
+                src.feature_dim()
+            );
+            max_boxes = max_boxes.max(src.max_boxes());
+            for i in 0..src.len() {
+                if !captioned_only || !src.caption(i).trim().is_empty() {
+                    index.push((s as u32, i as u32));
+                }
+            }
+        }
+        ensure!(!index.is_empty(), "the datasets hold no usable items");
+        Ok(Self {
+            sources,
+            index,
+            feature_dim,
+            max_boxes,
+        })
+    }
+    /// Items.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    /// No items.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+    /// D.
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+    /// K (max over sources).
+    pub fn max_boxes(&self) -> usize {
+        self.max_boxes
+    }
+    fn get(&self, i: usize) -> (&dyn RegionSource, usize) {
+        let (s, l) = self.index[i];
+        (self.sources[s as usize].as_ref(), l as usize)
+    }
+    /// Caption of global item `i`.
+    pub fn caption(&self, i: usize) -> String {
+        let (s, l) = self.get(i);
+        s.caption(l)
+    }
+    /// Id of global item `i`.
+    pub fn item_id(&self, i: usize) -> String {
+        let (s, l) = self.get(i);
+        s.item_id(l)
+    }
+}
+
+/// SplitMix64: tiny, seedable, reproducible everywhere.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// From a seed and a stream of salts.
+    pub fn new(seed: u64, salts: &[u64]) -> Self {
+        let mut r = Rng(seed ^ 0x9E37_79B9_7F4A_7C15);
+        for &s in salts {
+            r.0 ^= s.wrapping_mul(0xD1B5_4A32_D192_ED03);
+            r.next_u64();
+        }
+        r
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.unit().max(1e-300);
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// Seeded permutation of `0..n` for an epoch (Fisher–Yates).
+pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    if shuffle {
+        let mut r = Rng::new(seed, &[0xE90C, epoch]);
+        for i in (1..n).rev() {
+            v.swap(i, r.below(i + 1));
+        }
+    }
+    v
+}
+
+/// Frames to take from an item with `nf` frame rows.
+/// Uniform: all when `nf ≤ n`, else segment centers. Random: one random frame per segment.
+pub fn sample_frames(nf: usize, n: usize, mode: FrameSampling, rng: &mut Rng) -> Vec<usize> {
+    if nf == 0 {
+        return vec![];
+    }
+    let n = n.min(nf);
+    match mode {
+        FrameSampling::Uniform => {
+            if n == nf {
+                (0..nf).collect()
+            } else {
+                (0..n)
+                    .map(|i| ((i as f64 + 0.5) * nf as f64 / n as f64) as usize)
+                    .collect()
+            }
+        }
+        FrameSampling::Random => (0..n)
+            .map(|i| {
+                let lo = i * nf / n;
+                let hi = ((i + 1) * nf / n).max(lo + 1);
+                lo + rng.below(hi - lo)
+            })
+            .collect(),
+    }
+}
+
+/// A batch assembled on the host.
+#[derive(Debug, Clone)]
+pub struct HostBatch {
+    /// Items.
+    pub b: usize,
+    /// Frames (max over items).
+    pub f: usize,
+    /// Regions per frame.
+    pub k: usize,
+    /// Feature size.
+    pub d: usize,
+    /// Text length (max over items).
+    pub l: usize,
+    /// `[b, f, k, d]`.
+    pub features: Vec<f32>,
+    /// `[b, f, k, 7]`.
+    pub locations: Vec<f32>,
+    /// `[b, f, k]`.
+    pub region_mask: Vec<f32>,
+    /// `[b, l]`.
+    pub ids: Vec<i64>,
+    /// `[b, l]`.
+    pub attention_mask: Vec<i64>,
+    /// `[b, l]`.
+    pub word_mask: Vec<f32>,
+    /// Global item indices.
+    pub items: Vec<usize>,
+}
+
+/// How an epoch's items become batches.
+#[derive(Debug, Clone)]
+pub struct BatchSpec {
+    /// Frames per item.
+    pub frames: usize,
+    /// Frame choice.
+    pub sampling: FrameSampling,
+    /// Seed.
+    pub seed: u64,
+    /// Epoch (salts the frame choice).
+    pub epoch: u64,
+}
+
+/// Reads and tokenizes the given items into a host batch.
+pub fn assemble(
+    mix: &Mixture,
+    tok: &TextTokenizer,
+    items: &[usize],
+    spec: &BatchSpec,
+) -> Result<HostBatch> {
+    let (k, d) = (mix.max_boxes(), mix.feature_dim());
+    let mut blocks = Vec::with_capacity(items.len());
+    for &g in items {
+        let (src, l) = mix.get(g);
+        let mut rng = Rng::new(spec.seed, &[0xF4A3, spec.epoch, g as u64]);
+        let frames = sample_frames(src.num_frames(l), spec.frames, spec.sampling, &mut rng);
+        ensure!(!frames.is_empty(), "item {} has no frames", src.item_id(l));
+        let blk = src.read_frames(l, &frames)?;
+        blocks.push((blk, src.max_boxes()));
+    }
+    let f = blocks
+        .iter()
+        .map(|(b, _)| b.num_boxes.len())
+        .max()
+        .unwrap_or(1);
+    let b = items.len();
+    let mut features = vec![0f32; b * f * k * d];
+    let mut locations = vec![0f32; b * f * k * LOC_DIM];
+    let mut region_mask = vec![0f32; b * f * k];
+    for (i, (blk, sk)) in blocks.iter().enumerate() {
+        for (fi, &nb) in blk.num_boxes.iter().enumerate() {
+            let nb = (nb as usize).min(*sk);
+            for r in 0..nb {
+                let dst = (i * f + fi) * k + r;
+                let src = fi * sk + r;
+                features[dst * d..(dst + 1) * d]
+                    .copy_from_slice(&blk.features[src * d..(src + 1) * d]);
+                locations[dst * LOC_DIM..(dst + 1) * LOC_DIM]
+                    .copy_from_slice(&blk.locations[src * LOC_DIM..(src + 1) * LOC_DIM]);
+                region_mask[dst] = 1.0;
+            }
+        }
+    }
+    let toks: Vec<_> = items
+        .iter()
+        .map(|&g| tok.encode(&mix.caption(g)))
+        .collect::<Result<_>>()?;
+    let l = toks.iter().map(|t| t.ids.len()).max().unwrap_or(2).max(2);
+    let mut ids = vec![tok.pad_id; b * l];
+    let mut attention_mask = vec![0i64; b * l];
+    let mut word_mask = vec![0f32; b * l];
+    for (i, t) in toks.iter().enumerate() {
+        for (j, (&id, &w)) in t.ids.iter().zip(&t.word).enumerate() {
+            ids[i * l + j] = id;
+            attention_mask[i * l + j] = 1;
+            word_mask[i * l + j] = w as f32;
+        }
+    }
+    Ok(HostBatch {
+        b,
+        f,
+        k,
+        d,
+        l,
+        features,
+        locations,
+        region_mask,
+        ids,
+        attention_mask,
+        word_mask,
+        items: items.to_vec(),
+    })
+}
+
+impl HostBatch {
+    /// Moves the batch to `device`.
+    pub fn to_device(&self, device: Device) -> TensorBatch {
+        let (b, f, k, d, l) = (
+            self.b as i64,
+            self.f as i64,
+            self.k as i64,
+            self.d as i64,
+            self.l as i64,
+        );
+        let t = |v: &[f32], s: &[i64]| Tensor::from_slice(v).view(s).to_device(device);
+        TensorBatch {
+            features: t(&self.features, &[b, f, k, d]),
+            locations: t(&self.locations, &[b, f, k, LOC_DIM as i64]),
+            region_mask: t(&self.region_mask, &[b, f, k]),
+            ids: Tensor::from_slice(&self.ids).view([b, l]).to_device(device),
+            attention_mask: Tensor::from_slice(&self.attention_mask)
+                .view([b, l])
+                .to_device(device),
+            word_mask: t(&self.word_mask, &[b, l]).to_kind(Kind::Float),
+        }
+    }
+}
+
+/// Batches of one epoch, read ahead by worker threads, delivered in order.
+pub struct Loader {
+    receivers: Vec<Receiver<(usize, Result<HostBatch>)>>,
+    next: usize,
+    end: usize,
+    start: usize,
+    pending: HashMap<usize, Result<HostBatch>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Loader {
+    /// Starts `workers` threads reading batches `start..` of `order` (chunks of `batch_size`;
+    /// a short last chunk is kept only when `keep_last`), each holding ≤ `prefetch` ready.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        mix: Arc<Mixture>,
+        tok: Arc<TextTokenizer>,
+        order: Arc<Vec<usize>>,
+        batch_size: usize,
+        keep_last: bool,
+        start: usize,
+        spec: BatchSpec,
+        workers: usize,
+        prefetch: usize,
+    ) -> Self {
+        let n_batches = if keep_last {
+            order.len().div_ceil(batch_size)
+        } else {
+            order.len() / batch_size
+        };
+        let workers = workers.max(1);
+        let mut receivers = vec![];
+        let mut handles = vec![];
+        for w in 0..workers {
+            let (tx, rx) = bounded(prefetch.max(1));
+            receivers.push(rx);
+            let (mix, tok, order, spec) = (mix.clone(), tok.clone(), order.clone(), spec.clone());
+            handles.push(std::thread::spawn(move || {
+                let mut bi = start + w;
+                while bi < n_batches {
+                    let lo = bi * batch_size;
+                    let hi = (lo + batch_size).min(order.len());
+                    let r = assemble(&mix, &tok, &order[lo..hi], &spec);
+                    if tx.send((bi, r)).is_err() {
+                        return;
+                    }
+                    bi += workers;
+                }
+            }));
+        }
+        Self {
+            receivers,
+            next: start,
+            end: n_batches,
+            start,
+            pending: HashMap::new(),
+            handles,
+        }
+    }
+
+    /// Batches in the epoch.
+    pub fn num_batches(&self) -> usize {
+        self.end
+    }
+}
+
+impl Iterator for Loader {
+    /// `(batch index within the epoch, batch)`.
+    type Item = (usize, Result<HostBatch>);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        let bi = self.next;
+        self.next += 1;
+        if let Some(r) = self.pending.remove(&bi) {
+            return Some((bi, r));
+        }
+        let w = (bi - self.start) % self.receivers.len();
+        loop {
+            match self.receivers[w].recv() {
+                Ok((i, r)) if i == bi => return Some((bi, r)),
+                Ok((i, r)) => {
+                    self.pending.insert(i, r);
+                }
+                Err(_) => {
+                    return Some((
+                        bi,
+                        Err(anyhow::anyhow!("reader thread for batch {bi} died")),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.receivers.clear();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}

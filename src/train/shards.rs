@@ -1,0 +1,208 @@
+//! [`RegionSource`] over regionfeat shards (`schemas/shard-v1.md`) through
+//! [`crate::shard::ShardReader`]. Only the small item tables (ids, captions, frame ranges) are
+//! held in memory; frame rows are read when a batch needs them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::shard::ShardReader;
+use crate::train::data::{FrameBlock, RegionSource, LOC_DIM};
+
+struct Shard {
+    reader: Mutex<ShardReader>,
+    ids: Vec<String>,
+    captions: Vec<String>,
+    ranges: Vec<(u64, u32)>,
+}
+
+/// All shards of one output directory (sorted by file name), or a single shard file.
+pub struct ShardSource {
+    shards: Vec<Shard>,
+    /// Global item → (shard, row).
+    index: Vec<(u32, u32)>,
+    feature_dim: usize,
+    max_boxes: usize,
+}
+
+/// `shard-*.h5` files of a directory, sorted; a file path is returned as is.
+pub fn list_shards(path: &Path) -> Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot list shards in {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("shard-") && n.ends_with(".h5"))
+        })
+        .collect();
+    v.sort();
+    if v.is_empty() {
+        bail!("no shard-*.h5 files in {}", path.display());
+    }
+    Ok(v)
+}
+
+impl ShardSource {
+    /// Opens an extraction output directory through its `index.jsonl` (manifest order; built by
+    /// `regionfeat extract` once every shard is committed, or `regionfeat index`), else every
+    /// `shard-*.h5` under `path` (or the one shard file given).
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.is_dir() && path.join("index.jsonl").is_file() {
+            return Self::open_index(path);
+        }
+        Self::open_shards(path)
+    }
+
+    /// Opens the shards listed by `index.jsonl`: item tables come from the index, so only the
+    /// shards' attributes are read here.
+    fn open_index(dir: &Path) -> Result<Self> {
+        let entries = crate::job::index::read(dir)
+            .with_context(|| format!("reading {}", dir.join("index.jsonl").display()))?;
+        ensure!(
+            !entries.is_empty(),
+            "{} lists no item",
+            dir.join("index.jsonl").display()
+        );
+        let mut by_name: std::collections::HashMap<String, usize> = Default::default();
+        let mut shards: Vec<Shard> = vec![];
+        let mut index = vec![];
+        let mut dims: Option<(usize, usize)> = None;
+        for e in entries {
+            let s = match by_name.get(&e.shard) {
+                Some(&s) => s,
+                None => {
+                    let p = dir.join(&e.shard);
+                    let r = ShardReader::open(&p)?;
+                    let (d, k) = (r.feature_dim()?, r.max_boxes()?);
+                    match dims {
+                        None => dims = Some((d, k)),
+                        Some((d0, k0)) => ensure!(
+                            d0 == d && k0 == k,
+                            "{}: feature_dim/max_boxes {d}/{k} differ from the other shards ({d0}/{k0})",
+                            p.display()
+                        ),
+                    }
+                    shards.push(Shard {
+                        reader: Mutex::new(r),
+                        ids: vec![],
+                        captions: vec![],
+                        ranges: vec![],
+                    });
+                    by_name.insert(e.shard.clone(), shards.len() - 1);
+                    shards.len() - 1
+                }
+            };
+            let sh = &mut shards[s];
+            index.push((s as u32, sh.ids.len() as u32));
+            sh.ids.push(e.id);
+            sh.captions.push(e.caption);
+            sh.ranges.push((e.frame_start, e.num_frames));
+        }
+        let (feature_dim, max_boxes) = dims.context("no shards")?;
+        Ok(Self {
+            shards,
+            index,
+            feature_dim,
+            max_boxes,
+        })
+    }
+
+    fn open_shards(path: &Path) -> Result<Self> {
+        let mut shards = vec![];
+        let mut index = vec![];
+        let mut dims: Option<(usize, usize)> = None;
+        for (s, p) in list_shards(path)?.into_iter().enumerate() {
+            let r = ShardReader::open(&p)?;
+            let (d, k) = (r.feature_dim()?, r.max_boxes()?);
+            match dims {
+                None => dims = Some((d, k)),
+                Some((d0, k0)) => ensure!(
+                    d0 == d && k0 == k,
+                    "{}: feature_dim/max_boxes {d}/{k} differ from the other shards ({d0}/{k0})",
+                    p.display()
+                ),
+            }
+            let ids = r.item_ids()?;
+            let captions = r.captions()?;
+            let ranges = r.frame_ranges()?;
+            for i in 0..ids.len() {
+                index.push((s as u32, i as u32));
+            }
+            shards.push(Shard {
+                reader: Mutex::new(r),
+                ids,
+                captions,
+                ranges,
+            });
+        }
+        let (feature_dim, max_boxes) = dims.context("no shards")?;
+        Ok(Self {
+            shards,
+            index,
+            feature_dim,
+            max_boxes,
+        })
+    }
+
+    fn at(&self, i: usize) -> (&Shard, usize) {
+        let (s, r) = self.index[i];
+        (&self.shards[s as usize], r as usize)
+    }
+}
+
+impl RegionSource for ShardSource {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+    fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+    fn max_boxes(&self) -> usize {
+        self.max_boxes
+    }
+    fn item_id(&self, i: usize) -> String {
+        let (s, r) = self.at(i);
+        s.ids[r].clone()
+    }
+    fn caption(&self, i: usize) -> String {
+        let (s, r) = self.at(i);
+        s.captions[r].clone()
+    }
+    fn num_frames(&self, i: usize) -> usize {
+        let (s, r) = self.at(i);
+        s.ranges[r].1 as usize
+    }
+    fn read_frames(&self, i: usize, frames: &[usize]) -> Result<FrameBlock> {
+        let (s, r) = self.at(i);
+        let (start, count) = s.ranges[r];
+        let (Some(&lo), Some(&hi)) = (frames.iter().min(), frames.iter().max()) else {
+            return Ok(FrameBlock::default());
+        };
+        ensure!(
+            hi < count as usize,
+            "frame {hi} of item {} out of range",
+            s.ids[r]
+        );
+        let blk = s
+            .reader
+            .lock()
+            .map_err(|_| anyhow::anyhow!("shard reader poisoned"))?
+            .read_frames(start + lo as u64, hi - lo + 1)?;
+        let (k, d) = (self.max_boxes, self.feature_dim);
+        let mut out = FrameBlock::default();
+        for &f in frames {
+            let j = f - lo;
+            out.features
+                .extend_from_slice(&blk.features[j * k * d..(j + 1) * k * d]);
+            out.locations
+                .extend_from_slice(&blk.locations[j * k * LOC_DIM..(j + 1) * k * LOC_DIM]);
+            out.num_boxes.push(blk.num_boxes[j]);
+        }
+        Ok(out)
+    }
+}

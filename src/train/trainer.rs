@@ -1,0 +1,468 @@
+//! The training loop: micro-batches from the [`Loader`], forward both towers, global + RWA
+//! losses, backward, gradient accumulation, clipping, AdamW with the schedule, metrics JSONL,
+//! progress bar, checkpoints (`last`, `best`) and optional evaluation.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tch::{nn, Device, Kind};
+
+use crate::train::checkpoint::{self, CheckpointParts, TrainState};
+use crate::train::config::{FrameSampling, TrainConfig};
+use crate::train::data::{epoch_order, BatchSpec, Loader, Mixture, RegionSource};
+use crate::train::eval;
+use crate::train::layers::Ctx;
+use crate::train::loss::{self, RetrievalMetrics, RwaOptions};
+use crate::train::model::{self, DemoVlp};
+use crate::train::optim::{learning_rate, AdamW};
+use crate::train::text::{TextModelConfig, TextTokenizer};
+
+/// How a run starts and stops (beyond the config).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Initialize weights from this checkpoint directory (weights only).
+    pub init: Option<PathBuf>,
+    /// Resume from `<output_dir>/last` when it exists.
+    pub resume: bool,
+    /// Stop (after saving `last`) once this many optimizer steps are done — simulates an
+    /// interruption; the schedule still spans the whole run.
+    pub stop_after: Option<u64>,
+}
+
+/// One logged optimizer step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepLog {
+    /// Step number (1-based, after the update).
+    pub step: u64,
+    /// Epoch.
+    pub epoch: u64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Total loss (mean over micro-batches).
+    pub loss: f64,
+    /// Global video→text.
+    pub global_v2t: f64,
+    /// Global text→video.
+    pub global_t2v: f64,
+    /// RWA video→text.
+    pub local_v2t: Option<f64>,
+    /// RWA text→video.
+    pub local_t2v: Option<f64>,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Training throughput since the last log line.
+    pub samples_per_s: f64,
+}
+
+/// Result of a run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainSummary {
+    /// Every step's log (also written to metrics.jsonl at the logging cadence).
+    pub steps: Vec<StepLog>,
+    /// Last evaluation.
+    pub eval: Option<RetrievalMetrics>,
+    /// Final state.
+    pub state: TrainState,
+}
+
+/// Picks the torch device.
+pub fn device_from_str(s: &str) -> Result<Device> {
+    Ok(match s {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => {
+            if !tch::Cuda::is_available() {
+                bail!("device = \"cuda\" but libtorch sees no CUDA device (build with --features cuda?)");
+            }
+            Device::Cuda(0)
+        }
+        s => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Device::Cuda(n),
+            None => bail!("unknown device {s:?} (auto, cpu, cuda, cuda:N)"),
+        },
+    })
+}
+
+/// A ready-to-run trainer.
+pub struct Trainer {
+    cfg: TrainConfig,
+    device: Device,
+    vs: nn::VarStore,
+    model: DemoVlp,
+    opt: AdamW,
+    tok: Arc<TextTokenizer>,
+    tokenizer_path: PathBuf,
+    text_config_json: String,
+    mix: Arc<Mixture>,
+    eval_mix: Option<Arc<Mixture>>,
+    state: TrainState,
+    steps_per_epoch: u64,
+    total_steps: u64,
+}
+
+impl Trainer {
+    /// Builds model, optimizer and data from the config; `sources` / `eval_source` replace the
+    /// shard directories named in the config (tests, synthetic data).
+    pub fn new(
+        cfg: TrainConfig,
+        sources: Option<Vec<Arc<dyn RegionSource>>>,
+        eval_source: Option<Arc<dyn RegionSource>>,
+        opts: &RunOptions,
+    ) -> Result<Self> {
+        let device = device_from_str(&cfg.device)?;
+        let sources = match sources {
+            Some(s) => s,
+            None => cfg
+                .data
+                .datasets
+                .iter()
+                .map(|d| {
+                    crate::train::shards::ShardSource::open(&d.shards)
+                        .map(|s| Arc::new(s) as Arc<dyn RegionSource>)
+                        .with_context(|| format!("dataset {:?}", d.name))
+                })
+                .collect::<Result<_>>()?,
+        };
+        let mix = Arc::new(Mixture::new(sources, true)?);
+        let eval_mix = match (eval_source, &cfg.eval) {
+            (Some(s), _) => Some(Arc::new(Mixture::new(vec![s], true)?)),
+            (None, Some(e)) => Some(Arc::new(Mixture::new(
+                vec![Arc::new(crate::train::shards::ShardSource::open(
+                    &e.shards,
+                )?)],
+                true,
+            )?)),
+            (None, None) => None,
+        };
+        if mix.feature_dim() as i64 != cfg.model.video.feature_dim {
+            bail!(
+                "data feature_dim is {}, model.video.feature_dim is {}",
+                mix.feature_dim(),
+                cfg.model.video.feature_dim
+            );
+        }
+        let text_config_path = cfg.model.text.config_path()?;
+        let text_config_json = std::fs::read_to_string(&text_config_path)?;
+        let text_cfg = TextModelConfig::from_json(&text_config_json)?;
+        if (cfg.data.max_text_len as i64) > text_cfg.max_positions() {
+            bail!("data.max_text_len exceeds the text model's max_position_embeddings");
+        }
+        let tokenizer_path = cfg.model.text.tokenizer_path()?;
+        let tok = Arc::new(TextTokenizer::from_file(
+            &tokenizer_path,
+            cfg.data.max_text_len,
+            cfg.model.text.lowercase,
+        )?);
+
+        tch::manual_seed(cfg.seed as i64);
+        let (vs, model) = model::build(&cfg.model, &text_cfg, device, opts.init.is_none())?;
+        if let Some(init) = &opts.init {
+            let missing =
+                checkpoint::load_weights(&vs, &init.join(checkpoint::files::MODEL), false)?;
+            eprintln!(
+                "init: weights from {} ({} variables not in it)",
+                init.display(),
+                missing.len()
+            );
+        }
+        let opt = AdamW::new(&vs, &cfg.optim);
+        let micro_per_epoch = (mix.len() / cfg.data.batch_size) as u64;
+        if micro_per_epoch == 0 {
+            bail!(
+                "{} items are fewer than one batch of {}",
+                mix.len(),
+                cfg.data.batch_size
+            );
+        }
+        let steps_per_epoch = (micro_per_epoch / cfg.optim.grad_accum as u64).max(1);
+        let mut total_steps = steps_per_epoch * cfg.optim.epochs as u64;
+        if let Some(m) = cfg.optim.max_steps {
+            total_steps = total_steps.min(m);
+        }
+        let state = TrainState {
+            seed: cfg.seed,
+            ..Default::default()
+        };
+        let mut t = Self {
+            cfg,
+            device,
+            vs,
+            model,
+            opt,
+            tok,
+            tokenizer_path,
+            text_config_json,
+            mix,
+            eval_mix,
+            state,
+            steps_per_epoch,
+            total_steps,
+        };
+        let last = t.cfg.output_dir.join("last");
+        if opts.resume && last.join(checkpoint::files::STATE).exists() {
+            t.resume_from(&last)?;
+        }
+        Ok(t)
+    }
+
+    fn resume_from(&mut self, dir: &Path) -> Result<()> {
+        checkpoint::load_weights(&self.vs, &dir.join(checkpoint::files::MODEL), true)?;
+        let state = checkpoint::load_state(dir)?;
+        self.opt
+            .load(&dir.join(checkpoint::files::OPTIM), state.step)?;
+        eprintln!("resumed from {} at step {}", dir.display(), state.step);
+        self.state = state;
+        Ok(())
+    }
+
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self) -> u64 {
+        self.total_steps
+    }
+
+    /// The model (evaluation, tests).
+    pub fn model(&self) -> &DemoVlp {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Arc<TextTokenizer> {
+        &self.tok
+    }
+
+    /// The device.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    fn save(&self, name: &str) -> Result<()> {
+        let cfg_toml = toml::to_string(&self.cfg)?;
+        checkpoint::save(
+            &self.cfg.output_dir.join(name),
+            &self.vs,
+            Some(&self.opt),
+            &CheckpointParts {
+                state: &self.state,
+                config_toml: &cfg_toml,
+                text_config_json: &self.text_config_json,
+                tokenizer: &self.tokenizer_path,
+            },
+        )
+    }
+
+    fn loader(&self, epoch: u64, start: usize) -> Loader {
+        let d = &self.cfg.data;
+        let order = Arc::new(epoch_order(self.mix.len(), self.cfg.seed, epoch, d.shuffle));
+        Loader::new(
+            self.mix.clone(),
+            self.tok.clone(),
+            order,
+            d.batch_size,
+            false,
+            start,
+            BatchSpec {
+                frames: d.frames,
+                sampling: d.frame_sampling,
+                seed: self.cfg.seed,
+                epoch,
+            },
+            d.workers,
+            d.prefetch,
+        )
+    }
+
+    /// Evaluates on the eval set, if any.
+    pub fn evaluate(&self) -> Result<Option<RetrievalMetrics>> {
+        let (Some(mix), Some(e)) = (&self.eval_mix, &self.cfg.eval) else {
+            return Ok(None);
+        };
+        let set = eval::encode(
+            &self.model,
+            mix,
+            &self.tok,
+            e.frames,
+            FrameSampling::Uniform,
+            e.batch_size,
+            self.device,
+        )?;
+        let sim = eval::similarity(&set, e.use_local, self.rwa_options());
+        Ok(Some(eval::metrics(&sim)))
+    }
+
+    fn rwa_options(&self) -> RwaOptions {
+        RwaOptions {
+            scale: self.cfg.loss.rwa_scale,
+            renormalize: self.cfg.loss.rwa_renormalize,
+        }
+    }
+
+    /// Runs until the end (or `opts.stop_after`).
+    pub fn run(&mut self, opts: &RunOptions) -> Result<TrainSummary> {
+        std::fs::create_dir_all(&self.cfg.output_dir)
+            .with_context(|| format!("cannot create {}", self.cfg.output_dir.display()))?;
+        let metrics_path = self.cfg.output_dir.join("metrics.jsonl");
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .with_context(|| format!("cannot open {}", metrics_path.display()))?;
+        let accum = self.cfg.optim.grad_accum;
+        let mixed = if self.cfg.optim.bf16 && self.device.is_cuda() {
+            Some(Kind::BFloat16)
+        } else {
+            None
+        };
+        let ctx = Ctx { train: true, mixed };
+        let rwa = self
+            .cfg
+            .loss
+            .rwa
+            .then_some((self.rwa_options(), self.cfg.loss.local_temperature));
+        let pb = if self.cfg.log.progress {
+            let pb = indicatif::ProgressBar::new(self.total_steps);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb.set_position(self.state.step);
+            pb
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let mut summary = TrainSummary::default();
+        let mut loader = self.loader(self.state.epoch, self.state.next_batch as usize);
+        let mut t_log = Instant::now();
+        let mut samples_since = 0u64;
+        let eval_every = self.cfg.eval.as_ref().map(|e| e.every_epochs.max(1) as u64);
+        let model_ctx_seed = self.cfg.seed;
+
+        while self.state.step < self.total_steps {
+            let mut acc = [0f64; 5];
+            let mut has_local = false;
+            for micro in 0..accum {
+                let (bi, hb) = match loader.next() {
+                    Some(x) => x,
+                    None => {
+                        // Epoch end.
+                        self.state.epoch += 1;
+                        self.state.next_batch = 0;
+                        loader = self.loader(self.state.epoch, 0);
+                        if let Some(n) = eval_every {
+                            if self.state.epoch.is_multiple_of(n) {
+                                self.eval_and_log(&mut metrics, &mut summary)?;
+                            }
+                        }
+                        loader.next().context("an epoch yielded no batch")?
+                    }
+                };
+                let hb = hb
+                    .with_context(|| format!("reading batch {bi} of epoch {}", self.state.epoch))?;
+                self.state.next_batch = bi as u64 + 1;
+                self.state.samples += hb.b as u64;
+                samples_since += hb.b as u64;
+                // Dropout stream: a function of (seed, step, micro) so a resumed run replays it.
+                tch::manual_seed(
+                    (model_ctx_seed.wrapping_mul(1_000_003)
+                        ^ (self.state.step * accum as u64 + micro as u64))
+                        as i64,
+                );
+                let batch = hb.to_device(self.device);
+                let emb = self.model.forward(&batch, ctx);
+                let terms = loss::losses(&emb, self.cfg.loss.temperature, rwa);
+                let total = terms.total(self.cfg.loss.rwa_weight);
+                (&total / accum as f64).backward();
+                acc[0] += total.double_value(&[]);
+                acc[1] += terms.global_v2t.double_value(&[]);
+                acc[2] += terms.global_t2v.double_value(&[]);
+                if let (Some(a), Some(b)) = (&terms.local_v2t, &terms.local_t2v) {
+                    has_local = true;
+                    acc[3] += a.double_value(&[]);
+                    acc[4] += b.double_value(&[]);
+                }
+            }
+            let grad_norm = self.opt.clip_grad_norm(self.cfg.optim.grad_clip);
+            let lr = learning_rate(
+                &self.cfg.optim,
+                self.state.step,
+                self.total_steps,
+                self.steps_per_epoch,
+            );
+            self.opt.step(lr);
+            self.opt.zero_grad();
+            self.state.step += 1;
+            let k = accum as f64;
+            let secs = t_log.elapsed().as_secs_f64().max(1e-9);
+            let log = StepLog {
+                step: self.state.step,
+                epoch: self.state.epoch,
+                lr,
+                loss: acc[0] / k,
+                global_v2t: acc[1] / k,
+                global_t2v: acc[2] / k,
+                local_v2t: has_local.then_some(acc[3] / k),
+                local_t2v: has_local.then_some(acc[4] / k),
+                grad_norm,
+                samples_per_s: samples_since as f64 / secs,
+            };
+            if !log.loss.is_finite() {
+                bail!("loss is {} at step {}", log.loss, log.step);
+            }
+            pb.set_position(self.state.step);
+            if self
+                .state
+                .step
+                .is_multiple_of(self.cfg.log.every_steps.max(1))
+                || self.state.step == self.total_steps
+            {
+                pb.set_message(format!(
+                    "loss {:.4} lr {:.2e} {:.1} samples/s",
+                    log.loss, lr, log.samples_per_s
+                ));
+                writeln!(metrics, "{}", serde_json::to_string(&log)?)?;
+                t_log = Instant::now();
+                samples_since = 0;
+            }
+            summary.steps.push(log);
+            let s = self.cfg.log.save_every_steps;
+            if s > 0 && self.state.step.is_multiple_of(s) {
+                self.save("last")?;
+            }
+            if opts.stop_after.is_some_and(|n| self.state.step >= n) {
+                self.save("last")?;
+                pb.finish_and_clear();
+                summary.state = self.state.clone();
+                return Ok(summary);
+            }
+        }
+        pb.finish_and_clear();
+        if self.eval_mix.is_some() {
+            self.eval_and_log(&mut metrics, &mut summary)?;
+        }
+        self.save("last")?;
+        summary.state = self.state.clone();
+        Ok(summary)
+    }
+
+    fn eval_and_log(&mut self, out: &mut std::fs::File, summary: &mut TrainSummary) -> Result<()> {
+        let Some(m) = self.evaluate()? else {
+            return Ok(());
+        };
+        let score = m.t2v.r1 + m.t2v.r5 + m.t2v.r10;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"step": self.state.step, "epoch": self.state.epoch, "eval": m})
+        )?;
+        if self.state.best_score.is_none_or(|b| score > b) {
+            self.state.best_score = Some(score);
+            self.save("best")?;
+        }
+        summary.eval = Some(m);
+        Ok(())
+    }
+}
