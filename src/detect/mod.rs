@@ -6,5 +6,5 @@ pub mod preprocess;
 mod session;
 
 pub use contract::{ContractError, DetectorInfo, Preprocess};
-pub use preprocess::{batch_from_rgb, make_batch, prepare, Batch, PreparedFrame};
+pub use preprocess::{batch_from_rgb, Batch};
 pub use session::{find_runtime_library, sha256_file, Candidates, DetectError, Detector, Device};

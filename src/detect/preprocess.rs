@@ -1,41 +1,8 @@
-//! Frames → model input: channel order, mean/std, CHW layout, batch padding. Runs on the
-//! decode workers so the detector thread only copies rows into the batch.
+//! Frames → model input: channel order, mean/std, CHW layout and zero padding to the batch's
+//! largest frame, in one pass over the pixels.
 
 use super::contract::Preprocess;
 use crate::decode::RgbFrame;
-
-/// A frame ready for the model: normalised CHW floats at the resized size.
-#[derive(Debug, Clone)]
-pub struct PreparedFrame {
-    /// `3 * height * width` values, channel-major, in the model's channel order.
-    pub chw: Vec<f32>,
-    /// Resized height.
-    pub height: u32,
-    /// Resized width.
-    pub width: u32,
-}
-
-/// Normalises an RGB frame (already at the model's size) into CHW floats.
-pub fn prepare(frame: &RgbFrame, pre: &Preprocess) -> PreparedFrame {
-    let (w, h) = (frame.width as usize, frame.height as usize);
-    let plane = w * h;
-    let mut chw = vec![0f32; 3 * plane];
-    // Output channel k reads RGB channel src[k].
-    let src = if pre.is_bgr() { [2, 1, 0] } else { [0, 1, 2] };
-    let inv_std = pre.pixel_std.map(|s| 1.0 / s);
-    for (k, &s) in src.iter().enumerate() {
-        let out = &mut chw[k * plane..(k + 1) * plane];
-        let (mean, istd) = (pre.pixel_mean[k], inv_std[k]);
-        for (o, px) in out.iter_mut().zip(frame.rgb.chunks_exact(3)) {
-            *o = (px[s] as f32 - mean) * istd;
-        }
-    }
-    PreparedFrame {
-        chw,
-        height: frame.height,
-        width: frame.width,
-    }
-}
 
 /// A padded batch: `[B,3,H,W]` values and `[B,2]` valid sizes.
 #[derive(Debug)]
@@ -50,37 +17,6 @@ pub struct Batch {
     pub height: usize,
     /// Padded width.
     pub width: usize,
-}
-
-/// Zero-pads frames (bottom/right) to the largest size in the batch.
-pub fn make_batch(frames: &[&PreparedFrame], size_divisibility: u32) -> Batch {
-    let round = |v: usize| match size_divisibility as usize {
-        0 | 1 => v,
-        d => v.div_ceil(d) * d,
-    };
-    let height = round(frames.iter().map(|f| f.height as usize).max().unwrap_or(1));
-    let width = round(frames.iter().map(|f| f.width as usize).max().unwrap_or(1));
-    let plane = height * width;
-    let mut images = vec![0f32; frames.len() * 3 * plane];
-    let mut image_sizes = Vec::with_capacity(frames.len() * 2);
-    for (b, f) in frames.iter().enumerate() {
-        let (fh, fw) = (f.height as usize, f.width as usize);
-        for c in 0..3 {
-            let src = &f.chw[c * fh * fw..(c + 1) * fh * fw];
-            let dst = &mut images[(b * 3 + c) * plane..(b * 3 + c + 1) * plane];
-            for y in 0..fh {
-                dst[y * width..y * width + fw].copy_from_slice(&src[y * fw..(y + 1) * fw]);
-            }
-        }
-        image_sizes.extend([fh as f32, fw as f32]);
-    }
-    Batch {
-        images,
-        image_sizes,
-        len: frames.len(),
-        height,
-        width,
-    }
 }
 
 /// Normalises and pads RGB frames (already at the model's size) straight into a batch: one
@@ -139,58 +75,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn channel_order_mean_std() {
-        let f = RgbFrame {
-            time: 0.0,
-            frame_time: 0.0,
-            width: 1,
-            height: 1,
-            rgb: vec![100, 50, 200],
-        };
-        assert_eq!(prepare(&f, &pre("BGR")).chw, vec![190.0, 15.0, 70.0]);
-        assert_eq!(prepare(&f, &pre("RGB")).chw, vec![90.0, 15.0, 170.0]);
-    }
-
-    #[test]
-    fn fused_batch_equals_prepare_then_pad() {
-        let mk = |w: u32, h: u32, seed: u8| RgbFrame {
+    fn frame(w: u32, h: u32, rgb: Vec<u8>) -> RgbFrame {
+        RgbFrame {
             time: 0.0,
             frame_time: 0.0,
             width: w,
             height: h,
-            rgb: (0..w * h * 3)
-                .map(|i| (i as u8).wrapping_mul(seed))
-                .collect(),
-        };
-        let (a, b) = (mk(3, 2, 7), mk(2, 4, 13));
-        let p = Preprocess {
-            size_divisibility: 4,
-            ..pre("BGR")
-        };
-        let fused = batch_from_rgb(&[&a, &b], &p);
-        let (pa, pb) = (prepare(&a, &p), prepare(&b, &p));
-        let two_step = make_batch(&[&pa, &pb], 4);
-        assert_eq!(fused.images, two_step.images);
-        assert_eq!(fused.image_sizes, two_step.image_sizes);
-        assert_eq!((fused.height, fused.width), (4, 4));
+            rgb,
+        }
+    }
+
+    #[test]
+    fn channel_order_mean_std() {
+        let f = frame(1, 1, vec![100, 50, 200]);
+        assert_eq!(
+            batch_from_rgb(&[&f], &pre("BGR")).images,
+            vec![190.0, 15.0, 70.0]
+        );
+        assert_eq!(
+            batch_from_rgb(&[&f], &pre("RGB")).images,
+            vec![90.0, 15.0, 170.0]
+        );
     }
 
     #[test]
     fn padding_bottom_right() {
-        let a = PreparedFrame {
-            chw: vec![1.0; 3 * 2],
-            height: 1,
-            width: 2,
+        // 2 wide x 1 tall, and 1 wide x 2 tall; all channels equal so only layout is tested.
+        let a = frame(2, 1, vec![11; 6]);
+        let b = frame(1, 2, vec![12; 6]);
+        let p = Preprocess {
+            pixel_mean: [10.0; 3],
+            pixel_std: [1.0; 3],
+            size_divisibility: 4,
+            ..pre("BGR")
         };
-        let b = PreparedFrame {
-            chw: vec![2.0; 3 * 2],
-            height: 2,
-            width: 1,
-        };
-        let batch = make_batch(&[&a, &b], 4);
-        assert_eq!((batch.height, batch.width), (4, 4));
+        let batch = batch_from_rgb(&[&a, &b], &p);
+        assert_eq!((batch.len, batch.height, batch.width), (2, 4, 4));
         assert_eq!(&batch.images[0..4], &[1.0, 1.0, 0.0, 0.0]);
+        assert!(batch.images[4..16].iter().all(|&v| v == 0.0));
         let b0 = 3 * 16;
         assert_eq!(
             &batch.images[b0..b0 + 8],

@@ -262,13 +262,14 @@ impl Detector {
             .preprocess
             .shorter_side
             .min(self.info.preprocess.max_side) as usize;
-        let frame = super::preprocess::PreparedFrame {
-            chw: vec![0.0; 3 * s * s],
-            height: s as u32,
+        let frame = crate::decode::RgbFrame {
+            time: 0.0,
+            frame_time: 0.0,
             width: s as u32,
+            height: s as u32,
+            rgb: vec![0; 3 * s * s],
         };
-        let batch =
-            super::preprocess::make_batch(&[&frame], self.info.preprocess.size_divisibility);
+        let batch = super::preprocess::batch_from_rgb(&[&frame], &self.info.preprocess);
         self.run(&batch).map(|_| ()).map_err(|e| match e {
             DetectError::Run(r) => DetectError::Contract(ContractError(format!(
                 "a dry run on a {s}x{s} frame failed: {r}"

@@ -47,6 +47,21 @@ pub fn list_shards(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Opens a shard and checks that its (feature_dim, max_boxes) match the shards before it.
+fn open_consistent(p: &Path, dims: &mut Option<(usize, usize)>) -> Result<ShardReader> {
+    let r = ShardReader::open(p)?;
+    let (d, k) = (r.feature_dim()?, r.max_boxes()?);
+    match *dims {
+        None => *dims = Some((d, k)),
+        Some((d0, k0)) => ensure!(
+            d0 == d && k0 == k,
+            "{}: feature_dim/max_boxes {d}/{k} differ from the other shards ({d0}/{k0})",
+            p.display()
+        ),
+    }
+    Ok(r)
+}
+
 impl ShardSource {
     /// Opens an extraction output directory through its `index.jsonl` (manifest order; built by
     /// `regionfeat extract` once every shard is committed, or `regionfeat index`), else every
@@ -77,16 +92,7 @@ impl ShardSource {
                 Some(&s) => s,
                 None => {
                     let p = dir.join(&e.shard);
-                    let r = ShardReader::open(&p)?;
-                    let (d, k) = (r.feature_dim()?, r.max_boxes()?);
-                    match dims {
-                        None => dims = Some((d, k)),
-                        Some((d0, k0)) => ensure!(
-                            d0 == d && k0 == k,
-                            "{}: feature_dim/max_boxes {d}/{k} differ from the other shards ({d0}/{k0})",
-                            p.display()
-                        ),
-                    }
+                    let r = open_consistent(&p, &mut dims)?;
                     shards.push(Shard {
                         reader: Mutex::new(r),
                         ids: vec![],
@@ -117,16 +123,7 @@ impl ShardSource {
         let mut index = vec![];
         let mut dims: Option<(usize, usize)> = None;
         for (s, p) in list_shards(path)?.into_iter().enumerate() {
-            let r = ShardReader::open(&p)?;
-            let (d, k) = (r.feature_dim()?, r.max_boxes()?);
-            match dims {
-                None => dims = Some((d, k)),
-                Some((d0, k0)) => ensure!(
-                    d0 == d && k0 == k,
-                    "{}: feature_dim/max_boxes {d}/{k} differ from the other shards ({d0}/{k0})",
-                    p.display()
-                ),
-            }
+            let r = open_consistent(&p, &mut dims)?;
             let ids = r.item_ids()?;
             let captions = r.captions()?;
             let ranges = r.frame_ranges()?;
