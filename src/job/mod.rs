@@ -113,6 +113,27 @@ pub fn write_errors_jsonl(out: &Path, plan: &[ShardPlan]) -> Result<usize, Shard
     Ok(n)
 }
 
+/// Removes temporary files that a killed process left behind: `NAME.PID.tmp` (done-records,
+/// plan, index, errors) whose process is gone. Shard `.h5.tmp` files are replaced when their
+/// shard is redone.
+pub fn clean_stale_tmp(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".tmp") else {
+            continue;
+        };
+        let Some(pid) = stem.rsplit('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Path of a shard's lock file.
 pub fn lock_path(out: &Path, shard_id: u64) -> PathBuf {
     out.join(format!("shard-{shard_id:06}.lock"))

@@ -152,6 +152,7 @@ pub fn extract(items: &[Item], cfg: &ExtractConfig) -> Result<Summary, PipelineE
         .iter()
         .map(|&d| Detector::open(&cfg.detector, d, cfg.intra_threads))
         .collect::<Result<Vec<_>, _>>()?;
+    job::clean_stale_tmp(&cfg.out);
     let plan = job::plan_shards(items.len(), cfg.shard_size);
     let record = job::plan::PlanRecord {
         items: items.len() as u64,
