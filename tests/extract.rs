@@ -340,3 +340,24 @@ fn the_exported_vg_tiny_faster_rcnn_extracts_the_samples() {
     );
     assert!(b.features.iter().any(|&x| x != 0.0));
 }
+
+#[test]
+fn a_directory_of_media_is_a_manifest_without_captions() {
+    let dir = tempdir();
+    let o = regionfeat(&[
+        "extract",
+        "--manifest",
+        path_str(&examples().join("cc3m/images")),
+        "--detector",
+        path_str(&test_detector()),
+        "--out",
+        path_str(dir.path()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = ShardReader::open(&dir.path().join("shard-000000.h5")).unwrap();
+    let ids = r.item_ids().unwrap();
+    assert_eq!(ids.len(), 7);
+    assert_eq!(ids[0], "000000001");
+    assert!(r.captions().unwrap().iter().all(String::is_empty));
+    assert!(r.kinds().unwrap().iter().all(|&k| k == 1));
+}
