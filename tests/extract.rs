@@ -1,25 +1,12 @@
 //! `regionfeat extract` end to end on the bundled samples and on broken files.
 
-use std::path::Path;
-
 use regionfeat::select::location;
 use regionfeat::shard::ShardReader;
 
 use crate::util::{
-    examples, path_str, python, regionfeat, repo, run_python, stderr, tempdir, test_detector,
+    check_shard_with_h5py, examples, extract_samples, path_str, python, regionfeat, repo,
+    run_python, stderr, tempdir, test_detector,
 };
-
-fn extract_samples(out: &Path) {
-    let det = test_detector();
-    let o = regionfeat(&[
-        "extract",
-        "--detector",
-        path_str(&det),
-        "--out",
-        path_str(out),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-}
 
 #[test]
 fn samples_extract_and_read_back() {
@@ -89,12 +76,7 @@ fn samples_extract_and_read_back() {
 fn h5py_reads_the_shards() {
     let dir = tempdir();
     extract_samples(dir.path());
-    let out = run_python(&[
-        path_str(&repo().join("tests/py/check_shard.py")),
-        path_str(&dir.path().join("shard-000000.h5")),
-        path_str(&examples().join("samples.jsonl")),
-    ]);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = check_shard_with_h5py(&dir.path().join("shard-000000.h5"));
     assert_eq!(v["items"], 10);
     assert_eq!(v["frames"], 3 * 8 + 7);
 }
@@ -321,12 +303,7 @@ fn the_exported_vg_tiny_faster_rcnn_extracts_the_samples() {
         path_str(dir.path()),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let out = run_python(&[
-        path_str(&repo().join("tests/py/check_shard.py")),
-        path_str(&dir.path().join("shard-000000.h5")),
-        path_str(&examples().join("samples.jsonl")),
-    ]);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let v = check_shard_with_h5py(&dir.path().join("shard-000000.h5"));
     assert_eq!(v["items"], 10);
     let r = ShardReader::open(&dir.path().join("shard-000000.h5")).unwrap();
     assert_eq!(r.attr_str("detector_name").unwrap(), "vg-tiny");

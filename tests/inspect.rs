@@ -7,21 +7,8 @@ use regionfeat::shard::ShardReader;
 use serde_json::Value;
 
 use crate::util::{
-    examples, path_str, python, regionfeat, repo, run_python, stderr, tempdir, test_detector,
+    examples, extract_samples, path_str, python, regionfeat, repo, run_python, stderr, tempdir,
 };
-
-fn extract_samples(out: &Path) -> PathBuf {
-    let det = test_detector();
-    let o = regionfeat(&[
-        "extract",
-        "--detector",
-        path_str(&det),
-        "--out",
-        path_str(out),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    out.join("shard-000000.h5")
-}
 
 fn py(script: &str) -> PathBuf {
     repo().join("tests/py").join(script)

@@ -106,3 +106,27 @@ pub fn vg_tiny_detector() -> PathBuf {
     }
     p
 }
+
+/// Extracts the bundled samples with the test detector into `out`; returns the shard path.
+pub fn extract_samples(out: &Path) -> PathBuf {
+    let o = regionfeat(&[
+        "extract",
+        "--detector",
+        path_str(&test_detector()),
+        "--out",
+        path_str(out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out.join("shard-000000.h5")
+}
+
+/// Runs the independent h5py/numpy shard check against the bundled manifest; returns its
+/// JSON summary.
+pub fn check_shard_with_h5py(shard: &Path) -> serde_json::Value {
+    let out = run_python(&[
+        path_str(&repo().join("tests/py/check_shard.py")),
+        path_str(shard),
+        path_str(&examples().join("samples.jsonl")),
+    ]);
+    serde_json::from_str(out.trim()).expect("check_shard.py prints JSON")
+}
