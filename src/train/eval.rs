@@ -12,24 +12,15 @@ use tch::{Device, Kind, Tensor};
 use crate::train::config::FrameSampling;
 use crate::train::data::{epoch_order, BatchSpec, Loader, Mixture};
 use crate::train::layers::Ctx;
-use crate::train::loss::{self, RetrievalMetrics, RwaOptions};
+use crate::train::loss::{self, Embeddings, RetrievalMetrics, RwaOptions};
 use crate::train::model::DemoVlp;
 use crate::train::text::TextTokenizer;
 
-/// Encoded evaluation set (CPU tensors). Item `i` is video `i` and caption `i`.
+/// Encoded evaluation set (CPU tensors, regions and words padded across batches). Item `i`
+/// is video `i` and caption `i`.
 pub struct EncodedSet {
-    /// `[N, E]`.
-    pub video: Tensor,
-    /// `[N, R, E]` (padded).
-    pub regions: Tensor,
-    /// `[N, R]`.
-    pub region_mask: Tensor,
-    /// `[N, E]`.
-    pub text: Tensor,
-    /// `[N, L, E]` (padded).
-    pub words: Tensor,
-    /// `[N, L]`.
-    pub word_mask: Tensor,
+    /// The embeddings of all items, as one batch.
+    pub emb: Embeddings,
     /// Item ids.
     pub ids: Vec<String>,
 }
@@ -112,12 +103,14 @@ pub fn encode(
     let rmax = r.iter().map(|x| x.size()[1]).max().unwrap_or(1);
     let lmax = w.iter().map(|x| x.size()[1]).max().unwrap_or(1);
     Ok(EncodedSet {
-        video: Tensor::cat(&v, 0),
-        regions: pad_cat(&r, rmax),
-        region_mask: pad_cat(&rm, rmax),
-        text: Tensor::cat(&t, 0),
-        words: pad_cat(&w, lmax),
-        word_mask: pad_cat(&wm, lmax),
+        emb: Embeddings {
+            video: Tensor::cat(&v, 0),
+            regions: pad_cat(&r, rmax),
+            region_mask: pad_cat(&rm, rmax),
+            text: Tensor::cat(&t, 0),
+            words: pad_cat(&w, lmax),
+            word_mask: pad_cat(&wm, lmax),
+        },
         ids: (0..mix.len()).map(|i| mix.item_id(i)).collect(),
     })
 }
@@ -125,9 +118,9 @@ pub fn encode(
 /// Local (RWA) similarity `[Nv, Nt]` = mean of region→word and word→region, computed in
 /// chunks to bound memory.
 pub fn local_similarity(set: &EncodedSet, opts: RwaOptions) -> Tensor {
-    let nv = set.video.size()[0];
-    let nt = set.text.size()[0];
-    let (r, l) = (set.regions.size()[1], set.words.size()[1]);
+    let nv = set.emb.video.size()[0];
+    let nt = set.emb.text.size()[0];
+    let (r, l) = (set.emb.regions.size()[1], set.emb.words.size()[1]);
     // Keep [cv, ct, R, L] under ~32M elements.
     let ct = nt.clamp(1, 256);
     let cv = (32_000_000 / (ct * r * l).max(1)).clamp(1, nv.max(1));
@@ -139,10 +132,10 @@ pub fn local_similarity(set: &EncodedSet, opts: RwaOptions) -> Tensor {
             for j in (0..nt).step_by(ct as usize) {
                 let nj = ct.min(nt - j);
                 let (r2w, w2r) = loss::rwa_similarity(
-                    &set.regions.narrow(0, i, ni),
-                    &set.region_mask.narrow(0, i, ni),
-                    &set.words.narrow(0, j, nj),
-                    &set.word_mask.narrow(0, j, nj),
+                    &set.emb.regions.narrow(0, i, ni),
+                    &set.emb.region_mask.narrow(0, i, ni),
+                    &set.emb.words.narrow(0, j, nj),
+                    &set.emb.word_mask.narrow(0, j, nj),
                     opts,
                 );
                 cols.push((r2w + w2r) / 2.0);
@@ -155,7 +148,7 @@ pub fn local_similarity(set: &EncodedSet, opts: RwaOptions) -> Tensor {
 
 /// Retrieval score `[Nv, Nt]`: global cosine, plus the local similarity when `use_local`.
 pub fn similarity(set: &EncodedSet, use_local: bool, opts: RwaOptions) -> Tensor {
-    let g = tch::no_grad(|| loss::global_similarity(&set.video, &set.text));
+    let g = tch::no_grad(|| loss::global_similarity(&set.emb.video, &set.emb.text));
     if use_local {
         g + local_similarity(set, opts)
     } else {
@@ -176,12 +169,12 @@ pub fn metrics(sim: &Tensor) -> RetrievalMetrics {
 /// safetensors, and the item ids next to it as `<name>.ids.json`.
 pub fn export(set: &EncodedSet, path: &Path) -> Result<()> {
     let named = [
-        ("video", &set.video),
-        ("regions", &set.regions),
-        ("region_mask", &set.region_mask),
-        ("text", &set.text),
-        ("words", &set.words),
-        ("word_mask", &set.word_mask),
+        ("video", &set.emb.video),
+        ("regions", &set.emb.regions),
+        ("region_mask", &set.emb.region_mask),
+        ("text", &set.emb.text),
+        ("words", &set.emb.words),
+        ("word_mask", &set.emb.word_mask),
     ];
     Tensor::write_safetensors(&named, path)
         .with_context(|| format!("cannot write {}", path.display()))?;
