@@ -19,10 +19,7 @@ import time
 
 import numpy as np
 
-
-def sample_times(duration: float, n: int) -> list[float]:
-    d = duration if duration > 0 and math.isfinite(duration) else 0.0
-    return [(i + 0.5) * d / n for i in range(n)]
+from pyav_sampling import sample_pyav, sample_times
 
 
 def decode_decord(path: str, n: int):
@@ -47,27 +44,9 @@ def decode_pyav(path: str, n: int):
         stream = container.streams.video[0]
         stream.thread_type = "NONE"
         stream.codec_context.thread_count = 1
-        tb = float(stream.time_base)
-        start = stream.start_time or 0
-        if stream.duration:
-            duration = stream.duration * tb
-        else:
-            duration = (container.duration or 0) / 1e6
-        targets = sample_times(duration, n)
-        frames, frame_times = [], []
-        for t in targets:
-            container.seek(int(round(t / tb)) + start, stream=stream, backward=True, any_frame=False)
-            chosen = None
-            for frame in container.decode(stream):
-                ft = (frame.pts - start) * tb
-                if ft <= t + 1e-9 or chosen is None:
-                    chosen = (ft, frame)
-                    if ft <= t + 1e-9:
-                        continue
-                break
-            ft, frame = chosen
-            frames.append(frame.to_ndarray(format="rgb24"))
-            frame_times.append(ft)
+        _, targets, frame_times, frames, _ = sample_pyav(
+            container, stream, n, lambda f: f.to_ndarray(format="rgb24")
+        )
         return targets, frame_times, np.stack(frames)
 
 

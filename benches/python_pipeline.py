@@ -22,6 +22,8 @@ import time
 import av
 import h5py
 import numpy as np
+
+from pyav_sampling import sample_pyav
 import onnxruntime as ort
 
 IMAGE_EXT = {"jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "ppm", "pgm"}
@@ -39,19 +41,12 @@ def resize_rule(w: int, h: int, short: int, max_side: int) -> tuple[int, int]:
     return max(1, rnd(w * scale)), max(1, rnd(h * scale))
 
 
-def sample_times(duration: float, n: int) -> list[float]:
-    d = duration if duration > 0 and math.isfinite(duration) else 0.0
-    return [(i + 0.5) * d / n for i in range(n)]
-
-
 def decode(path: str, is_image: bool, n: int, short: int, max_side: int):
     """-> (frames [list of HxWx3 uint8 RGB at the resized size], times, frame_times, W, H, duration)."""
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "NONE"
         stream.codec_context.thread_count = 1
-        tb = float(stream.time_base) if stream.time_base else 0.0
-        start = stream.start_time or 0
 
         def rgb(frame):
             w, h = resize_rule(frame.width, frame.height, short, max_side)
@@ -60,23 +55,7 @@ def decode(path: str, is_image: bool, n: int, short: int, max_side: int):
         if is_image:
             frame = next(container.decode(stream))
             return [rgb(frame)], [0.0], [0.0], frame.width, frame.height, 0.0
-        duration = stream.duration * tb if stream.duration else (container.duration or 0) / 1e6
-        targets = sample_times(duration, n)
-        frames, frame_times, size = [], [], (0, 0)
-        for t in targets:
-            container.seek(int(round(t / tb)) + start, stream=stream, backward=True, any_frame=False)
-            chosen = None
-            for frame in container.decode(stream):
-                ft = (frame.pts - start) * tb
-                if ft <= t + 1e-9 or chosen is None:
-                    chosen = (ft, frame)
-                    if ft <= t + 1e-9:
-                        continue
-                break
-            ft, frame = chosen
-            frames.append(rgb(frame))
-            frame_times.append(ft)
-            size = (frame.width, frame.height)
+        duration, targets, frame_times, frames, size = sample_pyav(container, stream, n, rgb)
         return frames, targets, frame_times, size[0], size[1], duration
 
 
