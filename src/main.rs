@@ -114,34 +114,34 @@ struct ExtractArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Frames sampled per video.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = count, allow_negative_numbers = true)]
     frames: usize,
     /// Regions kept per frame (K).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = count, allow_negative_numbers = true)]
     max_boxes: usize,
     /// Keep at least this many regions per frame even below the threshold.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = count, allow_negative_numbers = true)]
     min_boxes: usize,
     /// Confidence threshold.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     conf_threshold: f32,
     /// Per-class NMS IoU threshold.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     nms_iou: f32,
     /// Frames per detector run.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = count, allow_negative_numbers = true)]
     batch_size: usize,
     /// Detector device(s): cpu, cuda:N, or a comma-separated list (one session each).
     #[arg(long, default_value = "cpu", value_delimiter = ',')]
     device: Vec<Device>,
     /// Decode worker threads [default: all cores with a GPU device, half of them on CPU].
-    #[arg(long)]
+    #[arg(long, value_parser = count, allow_negative_numbers = true)]
     decode_threads: Option<usize>,
     /// ONNX Runtime intra-op threads per session (0: the cores left by the decoders on CPU, ONNX Runtime's default on GPU).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = count, allow_negative_numbers = true)]
     intra_threads: usize,
     /// Items per shard.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = count, allow_negative_numbers = true)]
     shard_size: usize,
     /// Feature storage type: f16 or f32.
     #[arg(long, default_value = "f16")]
@@ -150,10 +150,10 @@ struct ExtractArgs {
     #[arg(long, default_value = "gzip")]
     compression: Compression,
     /// This worker's index [default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, or JOB_COMPLETION_INDEX, or 0].
-    #[arg(long)]
+    #[arg(long, value_parser = count, allow_negative_numbers = true)]
     worker_index: Option<usize>,
     /// Number of workers [default: SLURM_ARRAY_TASK_COUNT, or REGIONFEAT_NUM_WORKERS, or 1].
-    #[arg(long)]
+    #[arg(long, value_parser = count, allow_negative_numbers = true)]
     num_workers: Option<usize>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
@@ -191,6 +191,15 @@ struct IndexArgs {
     out: PathBuf,
 }
 
+/// A count flag: a negative number is named as such (clap would call `-1` an unknown flag).
+fn count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n < 0 => Err(format!("must be ≥ 0, got {n}")),
+        Ok(n) => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+        Err(_) => Err(format!("{s:?} is not a whole number ≥ 0")),
+    }
+}
+
 fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     let examples = PathBuf::from(EXAMPLES);
     let manifest_path = a.manifest.unwrap_or_else(|| examples.join("samples.jsonl"));
@@ -198,8 +207,6 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
         .detector
         .unwrap_or_else(|| examples.join("models/vg-tiny.onnx"));
     let out = a.out.unwrap_or_else(|| PathBuf::from("out/samples"));
-    let items = manifest::read_manifest(&manifest_path, a.root.as_deref(), a.format)
-        .with_context(|| format!("reading manifest {}", manifest_path.display()))?;
     let mut cfg = ExtractConfig::new(detector, out.clone());
     cfg.frames = a.frames;
     cfg.select.max_boxes = a.max_boxes;
@@ -231,6 +238,11 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)?;
     cfg.worker_index = share.index;
     cfg.num_workers = share.count;
+    // Bad settings fail before a long directory scan or any decoding.
+    cfg.validate()?;
+    let manifest = manifest::load(&manifest_path, a.root.as_deref(), a.format)
+        .with_context(|| format!("reading manifest {}", manifest_path.display()))?;
+    let items = &manifest.items;
     if share.count > 1 {
         eprintln!(
             "worker {} of {} (from {})",
@@ -243,7 +255,14 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
         manifest_path.display(),
         out.display()
     );
-    let summary = pipeline::extract(&items, &cfg)?;
+    if !manifest.skipped.is_empty() {
+        eprintln!(
+            "{} file(s) or folder(s) not taken from the directory: listed in {}",
+            manifest.skipped.len(),
+            pipeline::skipped_path(&out).display()
+        );
+    }
+    let summary = pipeline::extract_manifest(&manifest, &cfg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }

@@ -27,6 +27,30 @@ impl Default for SelectConfig {
     }
 }
 
+impl SelectConfig {
+    /// Checks the ranges; the message names the flag and its valid range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_boxes == 0 {
+            return Err("--max-boxes must be at least 1 (it is K, the regions kept per frame)".into());
+        }
+        if self.min_boxes > self.max_boxes {
+            return Err(format!(
+                "--min-boxes ({}) must not exceed --max-boxes ({}): valid range 0..={}",
+                self.min_boxes, self.max_boxes, self.max_boxes
+            ));
+        }
+        for (flag, v) in [
+            ("--conf-threshold", self.conf_threshold),
+            ("--nms-iou", self.nms_iou),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{flag} must be in [0, 1], got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One selected region.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Region {

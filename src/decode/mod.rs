@@ -14,6 +14,7 @@
 //!   Without an index, a seek happens when `t_i` is more than 2 s ahead.
 
 mod ffi;
+mod os_path;
 mod rotate;
 mod sampling;
 mod video;

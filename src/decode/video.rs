@@ -30,7 +30,7 @@ pub fn decode_media(
         Ok(m) if m.len() == 0 => return Err(DecodeError::Empty),
         Ok(_) => {}
     }
-    let ictx = format::input(path).map_err(|e| DecodeError::Open(e.to_string()))?;
+    let ictx = super::os_path::input(path).map_err(|e| DecodeError::Open(e.to_string()))?;
     let mut sampler = Sampler::open(ictx, opts)?;
     let n = if kind == ItemKind::Image {
         1

@@ -1,6 +1,11 @@
 //! One writer per shard: `shard-NNNNNN.lock` created exclusively, refreshed while the shard is
-//! being written, and taken over when stale (its process is gone on this host, or it was not
-//! refreshed for `stale_after`).
+//! being written, and taken over when stale: its process is gone on this host (checked at
+//! once, whatever the lock's age), or it was not refreshed for `stale_after`.
+//!
+//! The lock's content (host, pid, process start time) is written to a temporary file first and
+//! hard-linked into place, so a lock file is never empty or half-written, even on a full disk
+//! or when its writer is killed. An empty or unreadable lock can only come from elsewhere (an
+//! older version): it is stale once it is a second old, and waited for until then.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,7 +21,14 @@ pub struct ShardLock {
 struct Owner {
     host: String,
     pid: u32,
+    /// Start time of the process (clock ticks after boot, /proc/PID/stat field 22): tells a
+    /// reused pid from the holder.
+    #[serde(default)]
+    start: Option<u64>,
 }
+
+/// How long an empty or unreadable lock may be a writer still filling it in.
+const UNREADABLE_GRACE: Duration = Duration::from_secs(1);
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -25,13 +37,36 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// Start time of a live process, `None` when it is gone.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-fn is_stale(path: &Path, stale_after: Duration) -> bool {
+fn me() -> Owner {
+    let pid = std::process::id();
+    Owner {
+        host: hostname(),
+        pid,
+        start: process_start(pid),
+    }
+}
+
+/// What a lock file found in place says.
+enum Holder {
+    /// A live worker holds it: leave the shard alone.
+    Live,
+    /// Its holder is gone (or the file vanished): take it over.
+    Stale,
+    /// Empty or unreadable and younger than [`UNREADABLE_GRACE`]: look again after this long.
+    Unsure(Duration),
+}
+
+fn judge(path: &Path, stale_after: Duration) -> Holder {
     let Ok(meta) = std::fs::metadata(path) else {
-        return false;
+        return Holder::Stale;
     };
     let age = meta
         .modified()
@@ -39,48 +74,95 @@ fn is_stale(path: &Path, stale_after: Duration) -> bool {
         .and_then(|m| SystemTime::now().duration_since(m).ok())
         .unwrap_or_default();
     if age > stale_after {
-        return true;
+        return Holder::Stale;
     }
-    match std::fs::read_to_string(path)
+    let owner = std::fs::read_to_string(path)
         .ok()
-        .and_then(|t| serde_json::from_str::<Owner>(&t).ok())
-    {
-        Some(o) => o.host == hostname() && o.pid != std::process::id() && !pid_alive(o.pid),
-        // Unreadable (a writer killed mid-write): stale once it is a few seconds old.
-        None => age > Duration::from_secs(5),
+        .and_then(|t| serde_json::from_str::<Owner>(&t).ok());
+    let Some(o) = owner else {
+        return if age >= UNREADABLE_GRACE {
+            Holder::Stale
+        } else {
+            Holder::Unsure(UNREADABLE_GRACE - age)
+        };
+    };
+    if o.host != hostname() {
+        // Another host's process cannot be checked: only the heartbeat tells.
+        return Holder::Live;
+    }
+    let alive = match (process_start(o.pid), o.start) {
+        (None, _) => false,
+        (Some(now), Some(then)) => now == then,
+        // An older lock without a start time: a live pid other than ours is its holder; our
+        // own pid is a previous run of a restarted container (this process never asks twice).
+        (Some(_), None) => o.pid != std::process::id(),
+    };
+    if alive {
+        Holder::Live
+    } else {
+        Holder::Stale
+    }
+}
+
+/// Writes `content` to a temporary file next to `path` and links it into place; fails with
+/// `AlreadyExists` when the lock is taken. On a filesystem without hard links, falls back to
+/// an exclusive create (removed again if its content cannot be written).
+fn create_exclusive(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!("{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        // EPERM, EOPNOTSUPP: no hard links here.
+        Err(e) if e.raw_os_error().is_some_and(|code| code == 1 || code == 95) => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)?;
+            if let Err(e) = f.write_all(content).and_then(|()| f.sync_all()) {
+                drop(f);
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+            Ok(())
+        }
+        other => other,
     }
 }
 
 impl ShardLock {
     /// Tries to take the lock; `Ok(None)` when a live worker holds it.
     pub fn try_acquire(path: &Path, stale_after: Duration) -> std::io::Result<Option<Self>> {
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-            {
-                Ok(mut f) => {
-                    let owner = Owner {
-                        host: hostname(),
-                        pid: std::process::id(),
-                    };
-                    f.write_all(serde_json::to_string(&owner).expect("json").as_bytes())?;
-                    f.sync_all()?;
+        let content = serde_json::to_string(&me()).expect("json");
+        for _ in 0..4 {
+            match create_exclusive(path, content.as_bytes()) {
+                Ok(()) => {
                     return Ok(Some(Self {
                         path: path.to_path_buf(),
-                    }));
+                    }))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if is_stale(path, stale_after) {
-                        // Rename first so that two workers cannot both remove and re-create it.
-                        let grave = path.with_extension(format!("stale.{}", std::process::id()));
-                        if std::fs::rename(path, &grave).is_ok() {
-                            let _ = std::fs::remove_file(&grave);
+                    match judge(path, stale_after) {
+                        Holder::Live => return Ok(None),
+                        Holder::Unsure(wait) => std::thread::sleep(wait),
+                        Holder::Stale => {
+                            // Rename first so that two workers cannot both remove and re-create it.
+                            let grave =
+                                path.with_extension(format!("stale.{}", std::process::id()));
+                            if std::fs::rename(path, &grave).is_ok() {
+                                let _ = std::fs::remove_file(&grave);
+                            }
                         }
-                        continue;
                     }
-                    return Ok(None);
                 }
                 Err(e) => return Err(e),
             }
@@ -147,5 +229,56 @@ mod tests {
         assert!(ShardLock::try_acquire(&p, Duration::from_secs(0))
             .unwrap()
             .is_some());
+    }
+
+    fn fresh_lock_dir() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("shard-000000.lock");
+        (dir, p)
+    }
+
+    #[test]
+    fn a_dead_holder_is_never_honoured_whatever_the_lock_age() {
+        let (_dir, p) = fresh_lock_dir();
+        // A real process that held the lock and is gone now.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let start = process_start(pid);
+        child.wait().unwrap();
+        let dead = Owner {
+            host: hostname(),
+            pid,
+            start,
+        };
+        std::fs::write(&p, serde_json::to_string(&dead).unwrap()).unwrap();
+        let t = std::time::Instant::now();
+        assert!(ShardLock::try_acquire(&p, Duration::from_secs(3600))
+            .unwrap()
+            .is_some());
+        assert!(t.elapsed() < Duration::from_millis(500), "taken at once");
+        // Our own pid, but another start time: a previous run of a restarted container.
+        let reused = Owner {
+            start: Some(process_start(std::process::id()).unwrap() + 1),
+            ..me()
+        };
+        std::fs::write(&p, serde_json::to_string(&reused).unwrap()).unwrap();
+        assert!(ShardLock::try_acquire(&p, Duration::from_secs(3600))
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn an_empty_lock_is_taken_over_within_a_second() {
+        let (_dir, p) = fresh_lock_dir();
+        std::fs::write(&p, b"").unwrap();
+        let t = std::time::Instant::now();
+        let lock = ShardLock::try_acquire(&p, Duration::from_secs(3600)).unwrap();
+        assert!(lock.is_some(), "a fresh empty lock is not honoured");
+        assert!(t.elapsed() < Duration::from_secs(3));
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(serde_json::from_str::<Owner>(&text).is_ok(), "{text:?}");
+        drop(lock);
+        let left: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
+        assert!(left.is_empty(), "no temporary file is left behind");
     }
 }

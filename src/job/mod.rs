@@ -23,7 +23,8 @@ pub struct ItemError {
     pub path: String,
     /// Manifest row.
     pub manifest_index: u64,
-    /// Stage that failed: `decode`, `detect` or `write`.
+    /// Stage that failed: `manifest` (the item cannot be stored as given), `decode`, `detect`
+    /// or `write`.
     pub stage: String,
     /// Why.
     pub reason: String,

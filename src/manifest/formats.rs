@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{kind_for_path, Item, ManifestError, MEDIA_EXTENSIONS};
+use super::{kind_for_path, Item, Manifest, ManifestError};
 
 /// Manifest formats understood by `read_manifest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,20 +55,95 @@ pub(super) fn parse(
     format: ManifestFormat,
     manifest: &Path,
     root: &Path,
-) -> Result<Vec<Item>, ManifestError> {
+) -> Result<Manifest, ManifestError> {
     if format == ManifestFormat::Dir {
-        return scan_dir(manifest);
+        return super::scan::scan_dir(manifest);
     }
-    let text = std::fs::read_to_string(manifest).map_err(|source| ManifestError::Io {
+    let bytes = std::fs::read(manifest).map_err(|source| ManifestError::Io {
         path: manifest.to_path_buf(),
         source,
     })?;
-    match format {
-        ManifestFormat::WebVid => parse_webvid(&text, manifest, root),
-        ManifestFormat::Cc3m => parse_cc3m(&text, manifest, root),
-        ManifestFormat::Jsonl => parse_jsonl(&text, manifest, root),
+    let text = manifest_text(&bytes, manifest)?;
+    let items = match format {
+        ManifestFormat::WebVid => parse_webvid(text, manifest, root),
+        ManifestFormat::Cc3m => parse_cc3m(text, manifest, root),
+        ManifestFormat::Jsonl => parse_jsonl(text, manifest, root),
         ManifestFormat::Dir => unreachable!(),
+    }?;
+    Ok(Manifest {
+        items,
+        skipped: Vec::new(),
+    })
+}
+
+/// The manifest as text: UTF-8 (the failing line is named otherwise), without the byte-order
+/// mark that Windows tools put first, which would otherwise start the first id or caption.
+fn manifest_text<'a>(bytes: &'a [u8], manifest: &Path) -> Result<&'a str, ManifestError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        row_error(
+            manifest,
+            line,
+            format!("not valid UTF-8 (byte {at} of the file): save the manifest as UTF-8"),
+        )
+    })
+}
+
+/// Checks the quoting of a CSV text the way RFC 4180 writes it, which the lenient `csv` reader
+/// does not: a quoted field that is never closed would swallow the following rows into one
+/// caption, and text after a closing quote would be glued onto the field. Returns the line and
+/// the reason of the first problem.
+fn check_csv_quotes(text: &str) -> Result<(), (usize, String)> {
+    let b = text.as_bytes();
+    let (mut i, mut line, mut field_start) = (0, 1, true);
+    while i < b.len() {
+        if field_start && b[i] == b'"' {
+            let opened = line;
+            i += 1;
+            loop {
+                match b.get(i) {
+                    None => {
+                        return Err((
+                            opened,
+                            "a quoted field opened on this line is never closed: its quote would swallow the rest of the file".into(),
+                        ))
+                    }
+                    Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\n') => {
+                        line += 1;
+                        i += 1;
+                    }
+                    Some(_) => i += 1,
+                }
+            }
+            if !matches!(b.get(i), None | Some(b',' | b'\n' | b'\r')) {
+                return Err((
+                    line,
+                    format!(
+                        "text after the closing quote of a field opened on line {opened}: a quote inside a quoted field must be doubled (\"\")"
+                    ),
+                ));
+            }
+            field_start = false;
+            continue;
+        }
+        match b[i] {
+            b',' => field_start = true,
+            b'\n' => {
+                line += 1;
+                field_start = true;
+            }
+            _ => field_start = false,
+        }
+        i += 1;
     }
+    Ok(())
 }
 
 fn row_error(manifest: &Path, line: usize, reason: impl Into<String>) -> ManifestError {
@@ -84,7 +159,7 @@ fn is_url(s: &str) -> bool {
 }
 
 /// `id` of a file given by a relative path: the path without its extension.
-fn id_from_path(rel: &str) -> String {
+pub(super) fn id_from_path(rel: &str) -> String {
     let p = Path::new(rel);
     match p.extension() {
         Some(ext) => rel[..rel.len() - ext.len() - 1].to_string(),
@@ -92,7 +167,7 @@ fn id_from_path(rel: &str) -> String {
     }
 }
 
-fn item(index: usize, id: String, path: PathBuf, caption: String) -> Item {
+pub(super) fn item(index: usize, id: String, path: PathBuf, caption: String) -> Item {
     Item {
         index: index as u64,
         kind: kind_for_path(&path),
@@ -106,6 +181,7 @@ fn item(index: usize, id: String, path: PathBuf, caption: String) -> Item {
 /// (non-URL) path, which is then taken relative to the root. The choice never looks at the disk,
 /// so the same manifest always gives the same plan.
 fn parse_webvid(text: &str, manifest: &Path, root: &Path) -> Result<Vec<Item>, ManifestError> {
+    check_csv_quotes(text).map_err(|(line, reason)| row_error(manifest, line, reason))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -133,9 +209,12 @@ fn parse_webvid(text: &str, manifest: &Path, root: &Path) -> Result<Vec<Item>, M
         col("name")?,
     );
     let mut items = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 2;
-        let record = record.map_err(|e| row_error(manifest, line, e.to_string()))?;
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line() as usize);
+            row_error(manifest, line, e.to_string())
+        })?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
         let id = record.get(c_id).unwrap_or("").trim().to_string();
         if id.is_empty() {
             return Err(row_error(manifest, line, "empty videoid"));
@@ -214,43 +293,6 @@ fn parse_jsonl(text: &str, manifest: &Path, root: &Path) -> Result<Vec<Item>, Ma
     Ok(items)
 }
 
-/// A directory: media files found recursively, sorted by relative path; id = relative path
-/// without extension.
-fn scan_dir(dir: &Path) -> Result<Vec<Item>, ManifestError> {
-    let mut rels = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|source| ManifestError::Io {
-            path: d.clone(),
-            source,
-        })?;
-        for entry in entries {
-            let entry = entry.map_err(|source| ManifestError::Io {
-                path: d.clone(),
-                source,
-            })?;
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| MEDIA_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            {
-                if let Ok(rel) = path.strip_prefix(dir) {
-                    rels.push(rel.to_string_lossy().into_owned());
-                }
-            }
-        }
-    }
-    rels.sort();
-    Ok(rels
-        .iter()
-        .enumerate()
-        .map(|(i, rel)| item(i, id_from_path(rel), dir.join(rel), String::new()))
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +336,70 @@ mod tests {
         assert_eq!(items[0].id, "7");
         assert_eq!(items[1].id, "w");
         assert!(parse_cc3m("no tab here\n", Path::new("m.tsv"), Path::new("/r")).is_err());
+    }
+
+    fn parse_file(name: &str, bytes: &[u8]) -> Result<Vec<Item>, ManifestError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let format = ManifestFormat::detect(&p).unwrap();
+        parse(format, &p, Path::new("/r")).map(|m| m.items)
+    }
+
+    #[test]
+    fn a_byte_order_mark_starts_no_caption_or_id() {
+        let tsv = parse_file("m.tsv", b"\xEF\xBB\xBFa cat\timages/1.jpg\n").unwrap();
+        assert_eq!(tsv[0].caption, "a cat");
+        let csv = parse_file(
+            "m.csv",
+            b"\xEF\xBB\xBFvideoid,contentUrl,duration,page_dir,name\n1,,PT5S,a,cat\n",
+        )
+        .unwrap();
+        assert_eq!(csv[0].id, "1");
+        let jsonl = parse_file("m.jsonl", b"\xEF\xBB\xBF{\"path\": \"v.mp4\"}\n").unwrap();
+        assert_eq!(jsonl[0].id, "v");
+    }
+
+    #[test]
+    fn a_bad_csv_quote_is_an_error_naming_its_line() {
+        let head = "videoid,contentUrl,duration,page_dir,name\n";
+        // Unclosed: the next rows would become part of the first caption.
+        let unclosed = format!("{head}1,,PT5S,a,\"A cat sitting\n2,,PT5S,b,dog\n3,,PT5S,c,bird\n");
+        let err = parse_file("m.csv", unclosed.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("m.csv:2:") && err.contains("never closed"), "{err}");
+        // Closed too early: text after the closing quote.
+        let glued = format!("{head}1,,PT5S,a,\"A \"big\" cat\"\n");
+        let err = parse_file("m.csv", glued.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("m.csv:2:") && err.contains("doubled"), "{err}");
+        // Doubled quotes and quoted newlines are fine, and later rows keep their numbers.
+        let ok = format!("{head}1,,PT5S,a,\"A \"\"big\"\"\ncat\"\n2,,PT5S,b,dog\n");
+        let items = parse_file("m.csv", ok.as_bytes()).unwrap();
+        assert_eq!(items[0].caption, "A \"big\"\ncat");
+        assert_eq!(items[1].id, "2");
+        let err = parse_file("m.csv", format!("{head}1,,PT5S,a,x\n,,PT5S,b,y\n").as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("m.csv:3:"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_names_its_line() {
+        let err = parse_file("m.tsv", b"a cat\tx.jpg\nbad \xFF\ty.jpg\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("m.tsv:2:") && err.contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn nul_in_an_id_or_caption_is_refused_per_item() {
+        let items = parse_file(
+            "m.jsonl",
+            b"{\"id\": \"a\", \"path\": \"a.jpg\"}\n{\"id\": \"a\\u0000\", \"path\": \"a.jpg\"}\n{\"id\": \"b\", \"path\": \"b.jpg\", \"caption\": \"x\\u0000y\"}\n",
+        )
+        .unwrap();
+        assert_eq!(items[1].id, "a\0", "kept exactly, not normalised into a duplicate");
+        assert_eq!(super::super::refusal(&items[0]), None);
+        assert!(super::super::refusal(&items[1]).unwrap().contains("NUL"));
+        assert!(super::super::refusal(&items[2]).unwrap().contains("caption"));
     }
 }

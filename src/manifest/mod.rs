@@ -4,6 +4,7 @@
 //! `i / shard_size`, whatever worker extracts it, so reruns and splits are deterministic.
 
 mod formats;
+mod scan;
 
 use std::path::{Path, PathBuf};
 
@@ -97,6 +98,42 @@ pub fn kind_for_path(path: &Path) -> ItemKind {
     }
 }
 
+/// A file a directory scan found but does not extract, and why (listed in `skipped.jsonl`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SkippedFile {
+    /// Path relative to the scanned directory (bytes that are not UTF-8 written as `\xNN`).
+    pub path: String,
+    /// Why it was not taken.
+    pub reason: String,
+}
+
+/// A manifest read: the items in manifest order and what a directory scan left out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Manifest {
+    /// Items to extract, in plan order.
+    pub items: Vec<Item>,
+    /// Files and folders a directory scan did not take (always empty for list manifests).
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// Why an item cannot be stored exactly, if so. Such an item becomes an error record
+/// (stage `manifest`) instead of a silently altered one: HDF5 strings end at the first NUL,
+/// so an id or caption with a NUL would lose its tail (and two ids could merge into one).
+pub fn refusal(item: &Item) -> Option<String> {
+    if item.id.contains('\0') {
+        return Some(format!(
+            "the id {:?} contains a NUL character, which HDF5 strings cannot hold: fix the manifest",
+            item.id
+        ));
+    }
+    if let Some(at) = item.caption.find('\0') {
+        return Some(format!(
+            "the caption contains a NUL character (at byte {at}), which HDF5 strings cannot hold: fix the manifest"
+        ));
+    }
+    None
+}
+
 /// Reads a manifest (or scans a directory) into items in manifest order.
 ///
 /// `root` resolves relative media paths; it defaults to the manifest's folder.
@@ -105,6 +142,15 @@ pub fn read_manifest(
     root: Option<&Path>,
     format: Option<ManifestFormat>,
 ) -> Result<Vec<Item>, ManifestError> {
+    load(manifest, root, format).map(|m| m.items)
+}
+
+/// [`read_manifest`], also returning what a directory scan skipped.
+pub fn load(
+    manifest: &Path,
+    root: Option<&Path>,
+    format: Option<ManifestFormat>,
+) -> Result<Manifest, ManifestError> {
     let format = match format {
         Some(f) => f,
         None => ManifestFormat::detect(manifest)?,
@@ -117,9 +163,9 @@ pub fn read_manifest(
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
     };
-    let items = formats::parse(format, manifest, &root)?;
-    check_unique_ids(manifest, &items)?;
-    Ok(items)
+    let m = formats::parse(format, manifest, &root)?;
+    check_unique_ids(manifest, &m.items)?;
+    Ok(m)
 }
 
 fn check_unique_ids(manifest: &Path, items: &[Item]) -> Result<(), ManifestError> {

@@ -108,6 +108,57 @@ impl ExtractConfig {
     }
 }
 
+impl ExtractConfig {
+    /// Checks every setting before any work: the message names the flag and its valid range.
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        let positive = [
+            ("--frames", self.frames),
+            ("--batch-size", self.batch_size),
+            ("--shard-size", self.shard_size),
+        ];
+        for (flag, v) in positive {
+            if v == 0 {
+                return Err(PipelineError::Config(format!("{flag} must be at least 1")));
+            }
+        }
+        self.select.validate().map_err(PipelineError::Config)?;
+        if self.num_workers == 0 || self.worker_index >= self.num_workers {
+            return Err(PipelineError::Config(format!(
+                "worker index {} is not below the worker count {}",
+                self.worker_index, self.num_workers
+            )));
+        }
+        if self.devices.is_empty() {
+            return Err(PipelineError::Config("no detector device given".into()));
+        }
+        Ok(())
+    }
+
+    /// The settings besides frames and shard size that change a shard's content, by flag:
+    /// recorded in `plan.json` so that a rerun cannot mix shards of two configurations.
+    pub fn plan_settings(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let compression = match self.compression {
+            Compression::Gzip(l) => format!("gzip:{l}"),
+            Compression::Lzf => "lzf".into(),
+            Compression::None => "none".into(),
+        };
+        // f32 through its shortest decimal form: 0.2, not 0.20000000298023224.
+        let real = |v: f32| serde_json::json!(v.to_string().parse::<f64>().unwrap_or(f64::NAN));
+        [
+            ("--max-boxes", serde_json::json!(self.select.max_boxes)),
+            ("--min-boxes", serde_json::json!(self.select.min_boxes)),
+            ("--conf-threshold", real(self.select.conf_threshold)),
+            ("--nms-iou", real(self.select.nms_iou)),
+            ("--batch-size", serde_json::json!(self.batch_size)),
+            ("--feature-dtype", serde_json::json!(self.feature_dtype)),
+            ("--compression", serde_json::json!(compression)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
 /// A fatal pipeline error (bad model, unwritable output...). Per-item problems are not
 /// errors: they go to `errors.jsonl`.
 #[derive(Debug, thiserror::Error)]
@@ -126,20 +177,7 @@ pub enum PipelineError {
 /// Runs extraction of this worker's share of `items` into `cfg.out`; committed shards are
 /// skipped, so a rerun resumes.
 pub fn extract(items: &[Item], cfg: &ExtractConfig) -> Result<Summary, PipelineError> {
-    if cfg.frames == 0 || cfg.batch_size == 0 || cfg.shard_size == 0 {
-        return Err(PipelineError::Config(
-            "--frames, --batch-size and --shard-size must be positive".into(),
-        ));
-    }
-    if cfg.num_workers == 0 || cfg.worker_index >= cfg.num_workers {
-        return Err(PipelineError::Config(format!(
-            "worker index {} is not below the worker count {}",
-            cfg.worker_index, cfg.num_workers
-        )));
-    }
-    if cfg.devices.is_empty() {
-        return Err(PipelineError::Config("no detector device given".into()));
-    }
+    cfg.validate()?;
     std::fs::create_dir_all(&cfg.out).map_err(|e| {
         PipelineError::Config(format!(
             "cannot create output directory {}: {e}",
@@ -162,6 +200,9 @@ pub fn extract(items: &[Item], cfg: &ExtractConfig) -> Result<Summary, PipelineE
         num_workers: cfg.num_workers as u64,
         frames: cfg.frames as u64,
         detector_sha256: detectors[0].info().sha256.clone(),
+        captions_sha256: Some(job::plan::captions_digest(items)),
+        paths_sha256: Some(job::plan::paths_digest(items)),
+        settings: cfg.plan_settings(),
     };
     job::plan::check_or_write(&cfg.out, &record).map_err(PipelineError::Config)?;
     let share = job::worker_share(&plan, cfg.worker_index, cfg.num_workers);
@@ -187,6 +228,35 @@ pub fn extract(items: &[Item], cfg: &ExtractConfig) -> Result<Summary, PipelineE
         }
     }
     Ok(summary)
+}
+
+/// [`extract`] over a read manifest: also lists the files a directory scan skipped in
+/// `skipped.jsonl` and counts them in the summary.
+pub fn extract_manifest(
+    manifest: &crate::manifest::Manifest,
+    cfg: &ExtractConfig,
+) -> Result<Summary, PipelineError> {
+    cfg.validate()?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| {
+        PipelineError::Config(format!(
+            "cannot create output directory {}: {e}",
+            cfg.out.display()
+        ))
+    })?;
+    let mut lines = String::new();
+    for s in &manifest.skipped {
+        lines.push_str(&serde_json::to_string(s).expect("json"));
+        lines.push('\n');
+    }
+    crate::shard::write_atomic(&skipped_path(&cfg.out), lines.as_bytes())?;
+    let mut summary = extract(&manifest.items, cfg)?;
+    summary.skipped_files = manifest.skipped.len() as u64;
+    Ok(summary)
+}
+
+/// Where the files a directory scan did not take are listed.
+pub fn skipped_path(out: &Path) -> PathBuf {
+    out.join("skipped.jsonl")
 }
 
 /// The output directory's path for a given file name (for callers printing where things are).

@@ -133,7 +133,7 @@ pub(super) fn run(
 
     let locks: Locks = Mutex::new(HashMap::new());
     let result = std::thread::scope(|s| {
-        s.spawn(|| feed(items, todo, work_tx, &cfg.out, &locks));
+        let feeder = s.spawn(|| feed(items, todo, work_tx, &cfg.out, &locks));
         for _ in 0..threads {
             let (rx, tx) = (work_rx.clone(), decoded_tx.clone());
             let (stats, opts) = (&stats, &decode_opts);
@@ -157,7 +157,10 @@ pub(super) fn run(
         }
         drop((batch_rx, detected_tx));
         s.spawn(|| select_stage(detected_rx, out_tx, cfg, &info, &stats));
-        write_stage(out_rx, todo, cfg, &info, &stats, &progress, &locks)
+        let written = write_stage(out_rx, todo, cfg, &info, &stats, &progress, &locks);
+        let fed = feeder.join().expect("feeder thread");
+        // A write error is the first cause; else a feeder error (a lock that cannot be made).
+        written.and_then(|summary| fed.map(|()| summary))
     });
     progress.finish_and_clear();
     let mut summary = result?;
@@ -178,13 +181,16 @@ fn feed<'a>(
     tx: Sender<Work<'a>>,
     out: &std::path::Path,
     locks: &Locks,
-) {
+) -> Result<(), PipelineError> {
     let mut seq = 0;
     for shard in todo {
         // Another worker may hold the shard (or have finished it since the plan was read).
-        let lock = match ShardLock::try_acquire(&job::lock_path(out, shard.id), LOCK_STALE_AFTER) {
+        let path = job::lock_path(out, shard.id);
+        let lock = match ShardLock::try_acquire(&path, LOCK_STALE_AFTER) {
             Ok(Some(l)) => l,
-            _ => continue,
+            Ok(None) => continue,
+            // Not a reason to skip the shard quietly (a full disk, say): end the run.
+            Err(e) => return Err(crate::shard::ShardError::at(&path, e).into()),
         };
         if job::read_done(out, shard.id).is_some() {
             continue;
@@ -199,11 +205,12 @@ fn feed<'a>(
                 })
                 .is_err()
             {
-                return;
+                return Ok(());
             }
             seq += 1;
         }
     }
+    Ok(())
 }
 
 fn decode_stage<'a>(
@@ -214,6 +221,9 @@ fn decode_stage<'a>(
 ) {
     for w in rx {
         let result = stats.decode.time(|| {
+            if let Some(reason) = crate::manifest::refusal(w.item) {
+                return Err(failure(w.item, "manifest", reason));
+            }
             decode_media(&w.item.path, w.item.kind, opts)
                 .map_err(|e| failure(w.item, "decode", e))
                 .map(|m| Decoded {

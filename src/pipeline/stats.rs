@@ -42,6 +42,8 @@ pub struct Summary {
     pub shards_written: u64,
     /// Shards skipped because already committed.
     pub shards_skipped: u64,
+    /// Files a directory scan did not take (listed in skipped.jsonl).
+    pub skipped_files: u64,
     /// Lines in errors.jsonl (whole output directory).
     pub errors_logged: u64,
     /// Items in `index.jsonl` when this run completed the plan.
@@ -86,6 +88,13 @@ impl std::fmt::Display for Summary {
         }
         writeln!(f)?;
         write!(f, "devices: {}", self.devices.join(", "))?;
+        if self.skipped_files > 0 {
+            write!(
+                f,
+                "\nskipped files: {} (not media, unreadable or a folder loop; listed in skipped.jsonl)",
+                self.skipped_files
+            )?;
+        }
         match (&self.index_items, &self.index_error) {
             (Some(n), _) => write!(f, "\nindex.jsonl: {n} items (all shards committed)"),
             (None, Some(e)) => write!(f, "\nindex.jsonl not built: {e} (run regionfeat verify)"),
