@@ -265,11 +265,12 @@ fn a_csv_with_an_unclosed_quote_is_refused_naming_the_line() {
 }
 
 fn samples_run(out: &Path, manifest: &Path, extra: &[&str]) -> Output {
+    let root = examples();
     let mut args = vec![
         "--manifest",
         path_str(manifest),
         "--root",
-        path_str(&examples()),
+        path_str(&root),
         "--out",
         path_str(out),
         "--shard-size",
@@ -338,12 +339,13 @@ fn leftover_locks_of_dead_processes_never_skip_a_shard() {
             std::fs::write(&lock, owner.to_string()).unwrap();
         }
     }
+    let samples = examples().join("samples.jsonl");
     let o = extract_within(
         Duration::from_secs(300),
         &[],
         &[
             "--manifest",
-            path_str(&examples().join("samples.jsonl")),
+            path_str(&samples),
             "--out",
             path_str(&out),
             "--shard-size",
@@ -376,11 +378,12 @@ fn a_retry_right_after_a_full_disk_does_every_shard() {
         eprintln!("SKIPPED: cannot mount a small tmpfs here (needs root); the lock test covers the stale locks");
         return;
     }
+    let (samples, root) = (examples().join("samples.jsonl"), examples());
     let args = [
         "--manifest",
-        path_str(&examples().join("samples.jsonl")),
+        path_str(&samples),
         "--root",
-        path_str(&examples()),
+        path_str(&root),
         "--out",
         path_str(&mnt),
         "--shard-size",
@@ -415,6 +418,7 @@ fn a_retry_right_after_a_full_disk_does_every_shard() {
 fn out_of_range_options_are_refused_at_start_with_the_range() {
     let tmp = tempdir();
     let out = tmp.path().join("out");
+    let (samples, det) = (examples().join("samples.jsonl"), test_detector());
     let cases: [(&[&str], &str); 8] = [
         (&["--max-boxes", "0"], "--max-boxes must be at least 1"),
         (&["--max-boxes", "-1"], "must be ≥ 0"),
@@ -432,9 +436,9 @@ fn out_of_range_options_are_refused_at_start_with_the_range() {
         let mut args = vec![
             "extract",
             "--manifest",
-            path_str(&examples().join("samples.jsonl")),
+            path_str(&samples),
             "--detector",
-            path_str(&test_detector()),
+            path_str(&det),
             "--out",
             path_str(&out),
         ];

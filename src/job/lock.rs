@@ -206,6 +206,7 @@ mod tests {
             serde_json::to_string(&Owner {
                 host: hostname(),
                 pid: 4_000_000,
+                start: None,
             })
             .unwrap(),
         )
@@ -219,6 +220,7 @@ mod tests {
             serde_json::to_string(&Owner {
                 host: "elsewhere".into(),
                 pid: 1,
+                start: None,
             })
             .unwrap(),
         )
