@@ -155,6 +155,9 @@ struct ExtractArgs {
     /// Number of workers [default: SLURM_ARRAY_TASK_COUNT, or REGIONFEAT_NUM_WORKERS, or 1].
     #[arg(long, value_parser = count, allow_negative_numbers = true)]
     num_workers: Option<usize>,
+    /// When OUT was planned with other settings (see plan.json): remove its shards and redo them all with these, instead of refusing.
+    #[arg(long)]
+    force_replan: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -234,6 +237,7 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     cfg.feature_dtype = a.feature_dtype;
     cfg.compression = a.compression;
     cfg.progress = !a.quiet;
+    cfg.force_replan = a.force_replan;
     let share = regionfeat::job::worker::resolve_from_env(a.worker_index, a.num_workers)
         .map_err(anyhow::Error::msg)?;
     cfg.worker_index = share.index;

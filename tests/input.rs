@@ -317,6 +317,19 @@ fn a_resume_with_other_content_settings_is_refused_naming_them() {
     let o = samples_run(&out, &samples, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(summary(&o)["shards_written"].as_u64(), Some(1));
+    // --force-replan says what differs and redoes every shard the new way.
+    let o = samples_run(&out, &samples, &["--max-boxes", "12", "--force-replan"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--max-boxes was 30, now 12") && err.contains("removed 2 committed shard(s)"),
+        "{err}"
+    );
+    assert_eq!(summary(&o)["shards_written"].as_u64(), Some(2));
+    for shard in ["shard-000000.h5", "shard-000001.h5"] {
+        let r = regionfeat::shard::ShardReader::open(&out.join(shard)).unwrap();
+        assert_eq!(r.max_boxes().unwrap(), 12, "{shard}");
+    }
 }
 
 #[test]

@@ -118,27 +118,65 @@ pub fn differences(have: &PlanRecord, want: &PlanRecord) -> Vec<String> {
     diffs
 }
 
-/// Writes `plan.json` if absent, else checks that `want` matches it.
-pub fn check_or_write(out: &Path, want: &PlanRecord) -> Result<(), String> {
+/// Writes `plan.json` if absent, else checks that `want` matches it. With `force_replan`, a
+/// differing plan is replaced instead: every committed shard (made the old way) is removed so
+/// that all are redone, and the returned text says what differed and what will be redone.
+pub fn check_or_write(
+    out: &Path,
+    want: &PlanRecord,
+    force_replan: bool,
+) -> Result<Option<String>, String> {
     let path = out.join("plan.json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let have: PlanRecord =
-                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            let diffs = differences(&have, want);
-            if diffs.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} was planned differently: {}. Nothing was written; shards made both ways would be mixed. Use a new --out directory, or restore the original settings.",
-                    out.display(),
-                    diffs.join("; ")
-                ))
-            }
-        }
-        Err(_) => write_atomic(&path, &serde_json::to_vec_pretty(want).expect("json"))
-            .map_err(|e: ShardError| e.to_string()),
+    let write = || {
+        write_atomic(&path, &serde_json::to_vec_pretty(want).expect("json"))
+            .map_err(|e: ShardError| e.to_string())
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return write().map(|()| None);
+    };
+    let have: PlanRecord =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let diffs = differences(&have, want);
+    if diffs.is_empty() {
+        return Ok(None);
     }
+    if !force_replan {
+        return Err(format!(
+            "{} was planned differently: {}. Nothing was written; shards made both ways would be mixed. Use a new --out directory, restore the original settings, or pass --force-replan to redo every shard.",
+            out.display(),
+            diffs.join("; ")
+        ));
+    }
+    let removed = remove_committed(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    write()?;
+    Ok(Some(format!(
+        "--force-replan: {} was planned differently ({}); removed {removed} committed shard(s) of the old plan, all {} shard(s) of the new plan will be extracted",
+        out.display(),
+        diffs.join("; "),
+        want.shards
+    )))
+}
+
+/// Removes the results of an old plan: done-records first (a shard without one does not
+/// count), then shards, index and error list. Returns the number of done-records removed.
+fn remove_committed(out: &Path) -> std::io::Result<usize> {
+    let names: Vec<String> = std::fs::read_dir(out)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let shard_file = |n: &str| n.starts_with("shard-") && n.ends_with(".h5");
+    let mut removed = 0;
+    for n in names.iter().filter(|n| n.starts_with("shard-") && n.ends_with(".done.json")) {
+        std::fs::remove_file(out.join(n))?;
+        removed += 1;
+    }
+    for n in names
+        .iter()
+        .filter(|n| shard_file(n) || *n == "index.jsonl" || *n == "errors.jsonl")
+    {
+        std::fs::remove_file(out.join(n))?;
+    }
+    Ok(removed)
 }
 
 /// Reads `plan.json`.

@@ -62,6 +62,9 @@ pub struct ExtractConfig {
     /// Show a progress bar.
     #[serde(skip)]
     pub progress: bool,
+    /// Replace a differing `plan.json` and redo every shard instead of refusing the run.
+    #[serde(skip)]
+    pub force_replan: bool,
 }
 
 fn devices_as_strings<S: serde::Serializer>(d: &[Device], s: S) -> Result<S::Ok, S::Error> {
@@ -90,6 +93,7 @@ impl ExtractConfig {
             worker_index: 0,
             num_workers: 1,
             progress: false,
+            force_replan: false,
         }
     }
 
@@ -204,7 +208,11 @@ pub fn extract(items: &[Item], cfg: &ExtractConfig) -> Result<Summary, PipelineE
         paths_sha256: Some(job::plan::paths_digest(items)),
         settings: cfg.plan_settings(),
     };
-    job::plan::check_or_write(&cfg.out, &record).map_err(PipelineError::Config)?;
+    if let Some(notice) = job::plan::check_or_write(&cfg.out, &record, cfg.force_replan)
+        .map_err(PipelineError::Config)?
+    {
+        eprintln!("{notice}");
+    }
     let share = job::worker_share(&plan, cfg.worker_index, cfg.num_workers);
     let todo: Vec<ShardPlan> = share
         .iter()
