@@ -31,7 +31,9 @@ impl SelectConfig {
     /// Checks the ranges; the message names the flag and its valid range.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_boxes == 0 {
-            return Err("--max-boxes must be at least 1 (it is K, the regions kept per frame)".into());
+            return Err(
+                "--max-boxes must be at least 1 (it is K, the regions kept per frame)".into(),
+            );
         }
         if self.min_boxes > self.max_boxes {
             return Err(format!(

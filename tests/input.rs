@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use regionfeat::job::index;
 
-use crate::util::{
-    examples, ffmpeg, path_str, regionfeat, repo, stderr, tempdir, test_detector,
-};
+use crate::util::{examples, ffmpeg, path_str, regionfeat, repo, stderr, tempdir, test_detector};
 
 /// Runs `regionfeat extract --quiet --json` with the test detector, killing it after `limit`
 /// (a scan that never ends must fail the test, not hang it). `prefix` runs it through another
@@ -128,12 +126,22 @@ fn a_directory_scan_ends_takes_each_file_once_and_lists_what_it_skips() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(indexed_ids(&out), ["a/one", "b/two", "caf\\xE9"]);
     let s = summary(&o);
-    assert_eq!((s["done"].as_u64(), s["failed"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(
+        (s["done"].as_u64(), s["failed"].as_u64()),
+        (Some(3), Some(0))
+    );
     let skipped = skipped(&out);
     let paths: Vec<&str> = skipped.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         paths,
-        ["NOTES", "a/up", "c-same-as-b", "song.m4a", "up", "voice.wav"]
+        [
+            "NOTES",
+            "a/up",
+            "c-same-as-b",
+            "song.m4a",
+            "up",
+            "voice.wav"
+        ]
     );
     assert_eq!(s["skipped_files"].as_u64(), Some(6));
     for (p, reason) in &skipped {
@@ -152,7 +160,12 @@ fn a_directory_scan_ends_takes_each_file_once_and_lists_what_it_skips() {
 fn unprivileged() -> Vec<&'static str> {
     let uid = Command::new("id").arg("-u").output().unwrap();
     if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
-        vec!["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        vec![
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]
     } else {
         vec![]
     }
@@ -174,8 +187,7 @@ fn an_unreadable_sub_folder_is_recorded_and_the_scan_goes_on() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    std::fs::set_permissions(media.join("locked"), std::fs::Permissions::from_mode(0o000))
-        .unwrap();
+    std::fs::set_permissions(media.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
     let out = top.join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -184,14 +196,16 @@ fn an_unreadable_sub_folder_is_recorded_and_the_scan_goes_on() {
         &unprivileged(),
         &["--manifest", path_str(&media), "--out", path_str(&out)],
     );
-    std::fs::set_permissions(media.join("locked"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(media.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(indexed_ids(&out), ["ok/one"]);
     let skipped = skipped(&out);
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert_eq!(skipped[0].0, "locked");
-    assert!(skipped[0].1.contains("cannot read this folder"), "{skipped:?}");
+    assert!(
+        skipped[0].1.contains("cannot read this folder"),
+        "{skipped:?}"
+    );
 }
 
 /// Writes a JSONL manifest of `(id, caption)` rows, all pointing at one generated image.
@@ -214,7 +228,12 @@ fn ids_and_captions_round_trip_exactly_or_the_item_is_refused() {
     // Two ids that differ only by a NUL ended up as one id twice in a shard.
     let m = nul_manifest(
         tmp.path(),
-        &[("a", "a cat"), ("a\0", "a dog"), ("b", "x\0y"), ("c", "naïve ✓")],
+        &[
+            ("a", "a cat"),
+            ("a\0", "a dog"),
+            ("b", "x\0y"),
+            ("c", "naïve ✓"),
+        ],
     );
     let out = tmp.path().join("out");
     let o = extract_within(
@@ -240,8 +259,19 @@ fn ids_and_captions_round_trip_exactly_or_the_item_is_refused() {
         assert_eq!(e["stage"], "manifest");
         assert!(e["reason"].as_str().unwrap().contains("NUL"), "{e}");
     }
-    let v = regionfeat(&["verify", "--manifest", path_str(&m), "--out", path_str(&out)]);
-    assert_eq!(v.status.code(), Some(1), "{}", String::from_utf8_lossy(&v.stdout));
+    let v = regionfeat(&[
+        "verify",
+        "--manifest",
+        path_str(&m),
+        "--out",
+        path_str(&out),
+    ]);
+    assert_eq!(
+        v.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
 }
 
 #[test]
@@ -261,7 +291,10 @@ fn a_csv_with_an_unclosed_quote_is_refused_naming_the_line() {
     );
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
-    assert!(err.contains("m.csv:2:") && err.contains("never closed"), "{err}");
+    assert!(
+        err.contains("m.csv:2:") && err.contains("never closed"),
+        "{err}"
+    );
 }
 
 fn samples_run(out: &Path, manifest: &Path, extra: &[&str]) -> Output {
@@ -286,13 +319,26 @@ fn a_resume_with_other_content_settings_is_refused_naming_them() {
     let out = tmp.path().join("out");
     let samples = examples().join("samples.jsonl");
     // Half the plan, as a killed run would leave it: shard 0 of 2.
-    let o = samples_run(&out, &samples, &["--worker-index", "0", "--num-workers", "2"]);
+    let o = samples_run(
+        &out,
+        &samples,
+        &["--worker-index", "0", "--num-workers", "2"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let changes: [(&[&str], &str); 5] = [
         (&["--max-boxes", "10"], "--max-boxes was 30, now 10"),
-        (&["--feature-dtype", "f32"], "--feature-dtype was \"f16\", now \"f32\""),
-        (&["--conf-threshold", "0.5"], "--conf-threshold was 0.2, now 0.5"),
-        (&["--compression", "none"], "--compression was \"gzip:4\", now \"none\""),
+        (
+            &["--feature-dtype", "f32"],
+            "--feature-dtype was \"f16\", now \"f32\"",
+        ),
+        (
+            &["--conf-threshold", "0.5"],
+            "--conf-threshold was 0.2, now 0.5",
+        ),
+        (
+            &["--compression", "none"],
+            "--compression was \"gzip:4\", now \"none\"",
+        ),
         (&["--min-boxes", "3"], "--min-boxes was 10, now 3"),
     ];
     for (flags, want) in changes {
@@ -441,8 +487,14 @@ fn out_of_range_options_are_refused_at_start_with_the_range() {
         (&["--max-boxes", "0"], "--max-boxes must be at least 1"),
         (&["--max-boxes", "-1"], "must be ≥ 0"),
         (&["--min-boxes", "-3"], "must be ≥ 0"),
-        (&["--conf-threshold", "1.5"], "--conf-threshold must be in [0, 1]"),
-        (&["--conf-threshold", "-0.1"], "--conf-threshold must be in [0, 1]"),
+        (
+            &["--conf-threshold", "1.5"],
+            "--conf-threshold must be in [0, 1]",
+        ),
+        (
+            &["--conf-threshold", "-0.1"],
+            "--conf-threshold must be in [0, 1]",
+        ),
         (&["--nms-iou", "NaN"], "--nms-iou must be in [0, 1]"),
         (
             &["--min-boxes", "40", "--max-boxes", "30"],
@@ -464,6 +516,9 @@ fn out_of_range_options_are_refused_at_start_with_the_range() {
         let o = regionfeat(&args);
         assert_eq!(o.status.code(), Some(2), "{flags:?}");
         assert!(stderr(&o).contains(want), "{flags:?}: {}", stderr(&o));
-        assert!(!out.exists(), "{flags:?}: refused before anything is written");
+        assert!(
+            !out.exists(),
+            "{flags:?}: refused before anything is written"
+        );
     }
 }

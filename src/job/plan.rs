@@ -107,7 +107,9 @@ pub fn differences(have: &PlanRecord, want: &PlanRecord) -> Vec<String> {
         diffs.push("the manifest's captions differ".into());
     }
     if changed(&have.paths_sha256, &want.paths_sha256) {
-        diffs.push("the media paths differ (another --root, or paths changed in the manifest)".into());
+        diffs.push(
+            "the media paths differ (another --root, or paths changed in the manifest)".into(),
+        );
     }
     for (key, then) in &have.settings {
         match want.settings.get(key) {
@@ -166,7 +168,10 @@ fn remove_committed(out: &Path) -> std::io::Result<usize> {
         .collect();
     let shard_file = |n: &str| n.starts_with("shard-") && n.ends_with(".h5");
     let mut removed = 0;
-    for n in names.iter().filter(|n| n.starts_with("shard-") && n.ends_with(".done.json")) {
+    for n in names
+        .iter()
+        .filter(|n| n.starts_with("shard-") && n.ends_with(".done.json"))
+    {
         std::fs::remove_file(out.join(n))?;
         removed += 1;
     }
@@ -220,15 +225,36 @@ mod tests {
     #[test]
     fn every_content_setting_is_compared_and_named() {
         let a = [item("1", "/r/a.mp4", "a cat")];
-        let base = plan(&a, &[("--max-boxes", 30.into()), ("--compression", "gzip:4".into())]);
+        let base = plan(
+            &a,
+            &[
+                ("--max-boxes", 30.into()),
+                ("--compression", "gzip:4".into()),
+            ],
+        );
         assert!(differences(&base, &base).is_empty());
-        let other = plan(&a, &[("--max-boxes", 10.into()), ("--compression", "none".into())]);
+        let other = plan(
+            &a,
+            &[("--max-boxes", 10.into()), ("--compression", "none".into())],
+        );
         let d = differences(&base, &other).join("; ");
         assert!(d.contains("--max-boxes was 30, now 10"), "{d}");
-        assert!(d.contains("--compression was \"gzip:4\", now \"none\""), "{d}");
-        let captions = plan(&[item("1", "/r/a.mp4", "a dog")], &[("--max-boxes", 30.into())]);
-        assert_eq!(differences(&base, &captions), ["the manifest's captions differ"]);
-        let paths = plan(&[item("1", "/s/a.mp4", "a cat")], &[("--max-boxes", 30.into())]);
+        assert!(
+            d.contains("--compression was \"gzip:4\", now \"none\""),
+            "{d}"
+        );
+        let captions = plan(
+            &[item("1", "/r/a.mp4", "a dog")],
+            &[("--max-boxes", 30.into())],
+        );
+        assert_eq!(
+            differences(&base, &captions),
+            ["the manifest's captions differ"]
+        );
+        let paths = plan(
+            &[item("1", "/s/a.mp4", "a cat")],
+            &[("--max-boxes", 30.into())],
+        );
         assert!(differences(&base, &paths)[0].contains("media paths"));
         // A plan written by an older version records none of these: not compared.
         let mut old = base.clone();

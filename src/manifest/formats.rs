@@ -365,20 +365,30 @@ mod tests {
         let head = "videoid,contentUrl,duration,page_dir,name\n";
         // Unclosed: the next rows would become part of the first caption.
         let unclosed = format!("{head}1,,PT5S,a,\"A cat sitting\n2,,PT5S,b,dog\n3,,PT5S,c,bird\n");
-        let err = parse_file("m.csv", unclosed.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("m.csv:2:") && err.contains("never closed"), "{err}");
+        let err = parse_file("m.csv", unclosed.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.csv:2:") && err.contains("never closed"),
+            "{err}"
+        );
         // Closed too early: text after the closing quote.
         let glued = format!("{head}1,,PT5S,a,\"A \"big\" cat\"\n");
-        let err = parse_file("m.csv", glued.as_bytes()).unwrap_err().to_string();
+        let err = parse_file("m.csv", glued.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("m.csv:2:") && err.contains("doubled"), "{err}");
         // Doubled quotes and quoted newlines are fine, and later rows keep their numbers.
         let ok = format!("{head}1,,PT5S,a,\"A \"\"big\"\"\ncat\"\n2,,PT5S,b,dog\n");
         let items = parse_file("m.csv", ok.as_bytes()).unwrap();
         assert_eq!(items[0].caption, "A \"big\"\ncat");
         assert_eq!(items[1].id, "2");
-        let err = parse_file("m.csv", format!("{head}1,,PT5S,a,x\n,,PT5S,b,y\n").as_bytes())
-            .unwrap_err()
-            .to_string();
+        let err = parse_file(
+            "m.csv",
+            format!("{head}1,,PT5S,a,x\n,,PT5S,b,y\n").as_bytes(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("m.csv:3:"), "{err}");
     }
 
@@ -397,9 +407,14 @@ mod tests {
             b"{\"id\": \"a\", \"path\": \"a.jpg\"}\n{\"id\": \"a\\u0000\", \"path\": \"a.jpg\"}\n{\"id\": \"b\", \"path\": \"b.jpg\", \"caption\": \"x\\u0000y\"}\n",
         )
         .unwrap();
-        assert_eq!(items[1].id, "a\0", "kept exactly, not normalised into a duplicate");
+        assert_eq!(
+            items[1].id, "a\0",
+            "kept exactly, not normalised into a duplicate"
+        );
         assert_eq!(super::super::refusal(&items[0]), None);
         assert!(super::super::refusal(&items[1]).unwrap().contains("NUL"));
-        assert!(super::super::refusal(&items[2]).unwrap().contains("caption"));
+        assert!(super::super::refusal(&items[2])
+            .unwrap()
+            .contains("caption"));
     }
 }

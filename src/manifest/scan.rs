@@ -105,7 +105,9 @@ pub(super) fn scan_dir(dir: &Path) -> Result<Manifest, ManifestError> {
         if let Some(e) = failure {
             skipped.push(skip(
                 &folder.rel,
-                format!("listing this folder failed part way ({e}): some of its files may be missing"),
+                format!(
+                    "listing this folder failed part way ({e}): some of its files may be missing"
+                ),
             ));
         }
         let mut subfolders = Vec::new();
@@ -153,10 +155,7 @@ pub(super) fn scan_dir(dir: &Path) -> Result<Manifest, ManifestError> {
                     });
                 }
             } else if !meta.is_file() {
-                skipped.push(skip(
-                    &rel,
-                    "not a regular file (device, socket or pipe)",
-                ));
+                skipped.push(skip(&rel, "not a regular file (device, socket or pipe)"));
             } else {
                 match media_extension(&name) {
                     Ok(()) => files.push(rel),
