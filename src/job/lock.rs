@@ -8,6 +8,7 @@
 //! older version): it is stale once it is a second old, and waited for until then.
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -58,30 +59,31 @@ fn me() -> Owner {
 enum Holder {
     /// A live worker holds it: leave the shard alone.
     Live,
-    /// Its holder is gone (or the file vanished): take it over.
-    Stale,
+    /// Its holder is gone: take it over. Holds the lock file's inode (`None`: it vanished).
+    Stale(Option<u64>),
     /// Empty or unreadable and younger than [`UNREADABLE_GRACE`]: look again after this long.
     Unsure(Duration),
 }
 
 fn judge(path: &Path, stale_after: Duration) -> Holder {
     let Ok(meta) = std::fs::metadata(path) else {
-        return Holder::Stale;
+        return Holder::Stale(None);
     };
+    let stale = Holder::Stale(Some(meta.ino()));
     let age = meta
         .modified()
         .ok()
         .and_then(|m| SystemTime::now().duration_since(m).ok())
         .unwrap_or_default();
     if age > stale_after {
-        return Holder::Stale;
+        return stale;
     }
     let owner = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| serde_json::from_str::<Owner>(&t).ok());
     let Some(o) = owner else {
         return if age >= UNREADABLE_GRACE {
-            Holder::Stale
+            stale
         } else {
             Holder::Unsure(UNREADABLE_GRACE - age)
         };
@@ -100,7 +102,7 @@ fn judge(path: &Path, stale_after: Duration) -> Holder {
     if alive {
         Holder::Live
     } else {
-        Holder::Stale
+        stale
     }
 }
 
@@ -154,11 +156,18 @@ impl ShardLock {
                     match judge(path, stale_after) {
                         Holder::Live => return Ok(None),
                         Holder::Unsure(wait) => std::thread::sleep(wait),
-                        Holder::Stale => {
-                            // Rename first so that two workers cannot both remove and re-create it.
+                        Holder::Stale(None) => {}
+                        Holder::Stale(Some(judged)) => {
+                            // Rename first so that two workers cannot both remove and re-create
+                            // it; if what was moved is not the lock judged stale (another worker
+                            // took over meanwhile), put that fresh lock back.
                             let grave =
                                 path.with_extension(format!("stale.{}", std::process::id()));
                             if std::fs::rename(path, &grave).is_ok() {
+                                let moved = std::fs::metadata(&grave).map(|m| m.ino()).ok();
+                                if moved != Some(judged) {
+                                    let _ = std::fs::hard_link(&grave, path);
+                                }
                                 let _ = std::fs::remove_file(&grave);
                             }
                         }
