@@ -244,20 +244,14 @@ pub fn extract_manifest(
     manifest: &crate::manifest::Manifest,
     cfg: &ExtractConfig,
 ) -> Result<Summary, PipelineError> {
-    cfg.validate()?;
-    std::fs::create_dir_all(&cfg.out).map_err(|e| {
-        PipelineError::Config(format!(
-            "cannot create output directory {}: {e}",
-            cfg.out.display()
-        ))
-    })?;
+    // After the run's checks (a refused run writes nothing).
+    let mut summary = extract(&manifest.items, cfg)?;
     let mut lines = String::new();
     for s in &manifest.skipped {
         lines.push_str(&serde_json::to_string(s).expect("json"));
         lines.push('\n');
     }
     crate::shard::write_atomic(&skipped_path(&cfg.out), lines.as_bytes())?;
-    let mut summary = extract(&manifest.items, cfg)?;
     summary.skipped_files = manifest.skipped.len() as u64;
     Ok(summary)
 }
