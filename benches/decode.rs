@@ -17,7 +17,6 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use regionfeat::decode::{decode_media, DecodeOptions};
-use regionfeat::manifest::kind_for_path;
 
 struct Args {
     videos: Vec<PathBuf>,
@@ -99,7 +98,7 @@ fn pass(a: &Args, opts: &DecodeOptions, hash: bool) -> Vec<(Vec<f64>, Vec<f64>, 
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = a.videos.get(i) else { break };
                 let t = Instant::now();
-                let m = decode_media(path, kind_for_path(path), opts)
+                let m = decode_media(path, opts)
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 if a.verbose {
                     eprintln!(

@@ -58,7 +58,7 @@ fn main() {
     let t = Instant::now();
     let mut decoded: Vec<Vec<RgbFrame>> = Vec::new();
     for item in items.iter().take(max_items) {
-        if let Ok(m) = decode_media(&item.path, item.kind, &opts) {
+        if let Ok(m) = decode_media(&item.path, &opts) {
             decoded.push(m.frames);
         }
     }

@@ -7,6 +7,7 @@ features are seeded random projections of each cell's mean colour and position. 
 milliseconds on CPU, so tests and the demo exercise the real ONNX Runtime path end to end.
 
 Usage: make_test_detector.py OUT.onnx [--feature-dim 64] [--seed 0] [--omit-metadata KEY]
+       [--nan-boxes] [--shorter-side N --max-side N]
 """
 import argparse
 import json
@@ -29,7 +30,7 @@ PREPROCESS = {"channel_order": "BGR", "pixel_mean": [102.98, 115.95, 122.77],
               "pixel_std": [1.0, 1.0, 1.0], "shorter_side": 96, "max_side": 160, "size_divisibility": 0}
 
 
-def build(feature_dim: int, seed: int, omit=()) -> onnx.ModelProto:
+def build(feature_dim: int, seed: int, omit=(), nan_boxes=False, sizes=None) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     r_total = sum(g * g for g in GRIDS)
     c1, a1 = len(CLASSES) + 1, len(ATTRIBUTES) + 1
@@ -97,8 +98,11 @@ def build(feature_dim: int, seed: int, omit=()) -> onnx.ModelProto:
         helper.make_node("Clip", ["box_u", "zero", "one"], ["box_c"]),                   # [B,R,4] in 0..1
         helper.make_node("Gather", ["image_sizes", "hw_to_whwh"], ["whwh"], axis=1),       # [B,4]
         helper.make_node("Unsqueeze", ["whwh", "perm_axes"], ["whwh_u"]),                  # [B,1,4]
-        helper.make_node("Mul", ["box_c", "whwh_u"], ["boxes"]),
+        helper.make_node("Mul", ["box_c", "whwh_u"], ["boxes_ok" if nan_boxes else "boxes"]),
     ]
+    if nan_boxes:  # tests only: a model gone bad, whose boxes are all NaN
+        nodes.append(helper.make_node("Mul", ["boxes_ok", "box_poison"], ["boxes"]))
+        inits["box_poison"] = np.array([np.nan], np.float32)
     # Drop the unused Flatten nodes (kept above only as a reminder would confuse readers).
     nodes = [n for n in nodes if n.op_type != "Flatten"]
     del inits["bc_shape"], inits["rc"], inits["last_axis"]
@@ -120,7 +124,7 @@ def build(feature_dim: int, seed: int, omit=()) -> onnx.ModelProto:
     meta = {
         "regionfeat.contract_version": "1",
         "regionfeat.name": "test-grid",
-        "regionfeat.preprocess": json.dumps(PREPROCESS),
+        "regionfeat.preprocess": json.dumps({**PREPROCESS, **(sizes or {})}),
         "regionfeat.classes": json.dumps(CLASSES),
         "regionfeat.attributes": json.dumps(ATTRIBUTES),
         "regionfeat.feature_dim": str(feature_dim),
@@ -140,10 +144,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--omit-metadata", action="append", default=[], metavar="KEY",
                     help="leave out a contract metadata key (to test that regionfeat refuses the model)")
+    ap.add_argument("--nan-boxes", action="store_true",
+                    help="output NaN boxes (to test that regionfeat fails such items)")
+    ap.add_argument("--shorter-side", type=int, help="declare another preprocess.shorter_side")
+    ap.add_argument("--max-side", type=int, help="declare another preprocess.max_side")
     args = ap.parse_args()
     if args.feature_dim <= 0:
         sys.exit("--feature-dim must be positive")
-    onnx.save(build(args.feature_dim, args.seed, args.omit_metadata), args.out)
+    sizes = {k: v for k, v in (("shorter_side", args.shorter_side), ("max_side", args.max_side)) if v is not None}
+    onnx.save(build(args.feature_dim, args.seed, args.omit_metadata, args.nan_boxes, sizes), args.out)
     print(f"wrote {args.out}")
 
 

@@ -14,7 +14,7 @@ fn decode(path: &Path, n: usize) -> regionfeat::decode::DecodedMedia {
         num_frames: n,
         ..Default::default()
     };
-    decode_media(path, kind_for_path(path), &opts)
+    decode_media(path, &opts)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -272,7 +272,6 @@ fn resize_rule_is_applied_to_the_upright_frame() {
     };
     let m = decode_media(
         &examples().join("webvid/videos/001/1000001.mp4"),
-        ItemKind::Video,
         &opts,
     )
     .unwrap();

@@ -8,5 +8,6 @@ mod extract;
 mod input;
 mod inspect;
 mod jobs;
+mod media;
 #[cfg(feature = "train")]
 mod train_cli;

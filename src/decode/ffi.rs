@@ -49,3 +49,43 @@ pub fn set_skip_nonref(decoder: &mut ffmpeg_next::codec::decoder::Video, skip: b
         };
     }
 }
+
+/// Facts about the demuxer FFmpeg chose that ffmpeg-next does not expose.
+pub struct DemuxerFacts {
+    /// The demuxer has no timestamps of its own (raw elementary streams such as `.h264`):
+    /// frame times only make sense counted from the first frame, so such files are never seeked.
+    pub no_timestamps: bool,
+    /// The container duration is a guess from the file size and bit rate.
+    pub duration_from_bitrate: bool,
+}
+
+/// Reads [`DemuxerFacts`] from an open input.
+pub fn demuxer_facts(ictx: &ffmpeg_next::format::context::Input) -> DemuxerFacts {
+    // SAFETY: the format context is open for the lifetime of `ictx`; `iformat` is set by
+    // avformat_open_input and both fields are plain values.
+    unsafe {
+        let ctx = ictx.as_ptr();
+        let iformat = (*ctx).iformat;
+        DemuxerFacts {
+            no_timestamps: !iformat.is_null() && (*iformat).flags & ffi::AVFMT_NOTIMESTAMPS != 0,
+            duration_from_bitrate: (*ctx).duration_estimation_method
+                == ffi::AVDurationEstimationMethod::AVFMT_DURATION_FROM_BITRATE,
+        }
+    }
+}
+
+/// The container's codec tag (fourcc) of a stream, as text (`'avc1'`, or hex when unprintable);
+/// `None` when the container stores no tag.
+pub fn codec_tag(params: &ffmpeg_next::codec::Parameters) -> Option<String> {
+    // SAFETY: the parameters pointer is valid for the lifetime of `params`; codec_tag is a u32.
+    let tag = unsafe { (*params.as_ptr()).codec_tag };
+    if tag == 0 {
+        return None;
+    }
+    let bytes = tag.to_le_bytes();
+    Some(if bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        format!("0x{tag:08x}")
+    })
+}

@@ -5,13 +5,17 @@
 //! Which frame is taken (see also `schemas/shard-v1.md`):
 //! - the sample times are the segment midpoints `t_i = (i + 0.5) * D / N`, `i = 0..N`, seconds
 //!   from the stream's start, where `D` is the stream duration (container duration if the
-//!   stream has none; a packet scan if neither is known);
+//!   stream has none) checked against the packets near its end (the packets win when they
+//!   disagree by more than 1 s); a packet scan if neither is known or trustworthy;
 //! - for each `t_i` the frame **on screen** at that instant is taken: the last decoded frame
 //!   whose presentation time is `<= t_i` (the first frame if none is). This is well defined for
 //!   variable frame rate, and a clip with fewer than N frames simply repeats frames;
 //! - a seek happens only when the keyframe before `t_i` (from the container index) lies past
 //!   the last decoded frame; otherwise decoding continues, so a GOP is never decoded twice.
-//!   Without an index, a seek happens when `t_i` is more than 2 s ahead.
+//!   Without an index, a seek happens when `t_i` is more than 2 s ahead. Every seek is verified:
+//!   the first keyframe decoded after it must not be past `t_i` (see `video.rs`).
+//! - video or image is what FFmpeg finds in the file (a still-image demuxer, a one-frame GIF),
+//!   not the file name.
 
 mod ffi;
 mod os_path;
@@ -21,6 +25,8 @@ mod video;
 
 pub use sampling::{frame_for_target, sample_times};
 pub use video::decode_media;
+
+use crate::manifest::ItemKind;
 
 /// Rule for resizing frames while converting them to RGB (the detector's preprocessing size).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,28 +103,41 @@ pub struct DecodedMedia {
     pub rotation: u32,
     /// Frames the decoder produced to get these samples (shows what seeking saved).
     pub decoded_frames: u64,
+    /// Video or image, as FFmpeg found the file (not from its name).
+    pub kind: ItemKind,
+    /// Things about the file the frames do not show (metadata that disagreed with the
+    /// packets, ...); they go to the item's done-record.
+    pub warnings: Vec<String>,
 }
 
-/// Why a file could not be decoded. Goes to `errors.jsonl` as the reason.
+/// Why a file could not be decoded. Goes to `errors.jsonl` as the reason, so each variant says
+/// what is wrong with the file in words a user can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// The file does not exist or cannot be read.
     #[error("cannot open: {0}")]
     Open(String),
+    /// The path is not a regular file (FIFO, directory, device, socket): opening it could block
+    /// or read something that is not a media file.
+    #[error("not a regular file ({0})")]
+    NotRegular(&'static str),
     /// The file is empty.
     #[error("empty file")]
     Empty,
     /// FFmpeg found no video stream (audio-only, text, ...).
     #[error("no video stream")]
     NoVideoStream,
-    /// The decoder could not be set up.
-    #[error("unsupported codec: {0}")]
+    /// The only video streams are attached pictures (cover art of an audio file).
+    #[error("attached picture only (cover art), no video stream")]
+    AttachedPictureOnly,
+    /// The decoder could not be set up; the message names the codec or tag.
+    #[error("{0}")]
     Codec(String),
     /// No frame could be decoded at all (truncated or corrupt data).
     #[error("no decodable frame: {0}")]
     NoFrames(String),
     /// The stream ends well before a sample time inside its declared duration.
-    #[error("truncated: stream ends at {last:.2}s but the duration says {duration:.2}s (sample at {target:.2}s)")]
+    #[error("truncated: the last decodable frame is at {last:.2}s but the duration says {duration:.2}s (no frame near the sample at {target:.2}s)")]
     Truncated {
         /// Time of the last decodable frame.
         last: f64,
@@ -127,9 +146,29 @@ pub enum DecodeError {
         /// The sample time that could not be reached.
         target: f64,
     },
+    /// Frame timestamps contradict the stream's own start (damaged or spliced stream).
+    #[error("damaged timestamps: a frame is stamped {0:.2}s before the stream's start")]
+    Timestamps(f64),
     /// Pixel conversion failed.
     #[error("pixel conversion failed: {0}")]
     Convert(String),
+}
+
+/// FFmpeg's error in words about the file (its own texts, such as "Generic error in an
+/// external library", say nothing about what is wrong).
+pub(crate) fn describe_ffmpeg_error(e: &ffmpeg_next::Error) -> String {
+    use ffmpeg_next::Error as E;
+    match e {
+        E::InvalidData => "invalid data: damaged, or not a media file FFmpeg can read".into(),
+        E::External => "the decoder library rejected the data as damaged".into(),
+        E::DecoderNotFound => "no decoder for this codec".into(),
+        E::DemuxerNotFound => "not a container format FFmpeg knows".into(),
+        E::Eof => "the file ends unexpectedly".into(),
+        E::PatchWelcome | E::Bug | E::Bug2 => {
+            format!("a feature of the file FFmpeg does not support ({e})")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Initialises FFmpeg once (idempotent) and silences its logging: problems are reported per

@@ -10,6 +10,13 @@ use crate::decode::ResizeRule;
 /// The contract version this build understands.
 pub const CONTRACT_VERSION: &str = "1";
 
+/// Largest `preprocess.shorter_side` accepted (detectors use 600-1333).
+pub const MAX_SHORTER_SIDE: u32 = 4096;
+/// Largest `preprocess.max_side` accepted.
+pub const MAX_LONGER_SIDE: u32 = 8192;
+/// Largest `preprocess.size_divisibility` accepted.
+pub const MAX_SIZE_DIVISIBILITY: u32 = 1024;
+
 /// Metadata keys.
 pub mod keys {
     /// Contract version.
@@ -129,7 +136,17 @@ impl DetectorInfo {
                 preprocess.channel_order
             )));
         }
-        if preprocess.shorter_side == 0 || preprocess.max_side < preprocess.shorter_side {
+        // Past these a frame batch needs gigabytes before the model even runs.
+        if !(1..=MAX_SHORTER_SIDE).contains(&preprocess.shorter_side)
+            || !(1..=MAX_LONGER_SIDE).contains(&preprocess.max_side)
+            || preprocess.size_divisibility > MAX_SIZE_DIVISIBILITY
+        {
+            return Err(ContractError(format!(
+                "preprocess sizes out of range: shorter_side {} (valid 1..={MAX_SHORTER_SIDE}), max_side {} (valid 1..={MAX_LONGER_SIDE}), size_divisibility {} (valid 0..={MAX_SIZE_DIVISIBILITY})",
+                preprocess.shorter_side, preprocess.max_side, preprocess.size_divisibility
+            )));
+        }
+        if preprocess.max_side < preprocess.shorter_side {
             return Err(ContractError(format!(
                 "preprocess sizes are inconsistent: shorter_side {} max_side {}",
                 preprocess.shorter_side, preprocess.max_side
@@ -207,6 +224,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("\"9\""));
+        let mut m = meta();
+        m.insert(keys::PREPROCESS.into(), r#"{"channel_order":"BGR","pixel_mean":[1,2,3],"pixel_std":[1,1,1],"shorter_side":100000,"max_side":100000}"#.into());
+        let e = DetectorInfo::from_metadata(&m, "x".into())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shorter_side 100000 (valid 1..=4096)"), "{e}");
         let mut m = meta();
         m.insert(keys::FEATURE_DIM.into(), "zero".into());
         assert!(DetectorInfo::from_metadata(&m, "x".into()).is_err());

@@ -185,6 +185,23 @@ impl Candidates {
     pub fn is_empty(&self) -> bool {
         self.boxes.is_empty()
     }
+
+    /// Names the first output holding NaN or infinity (`"NaN/Inf boxes"`, ...): such a frame
+    /// must fail its item rather than reach a shard.
+    pub fn non_finite(&self) -> Option<&'static str> {
+        let bad = |v: &[f32]| v.iter().any(|x| !x.is_finite());
+        if self.boxes.iter().any(|b| bad(b)) {
+            Some("NaN/Inf boxes")
+        } else if bad(&self.class_scores) {
+            Some("NaN/Inf class scores")
+        } else if bad(&self.attr_scores) {
+            Some("NaN/Inf attribute scores")
+        } else if bad(&self.features) {
+            Some("NaN/Inf features")
+        } else {
+            None
+        }
+    }
 }
 
 /// An open detector session.

@@ -256,7 +256,6 @@ pub fn draw_item(
     let n = item.frames.len();
     let decoded = decode_media(
         &source,
-        kind,
         &DecodeOptions {
             num_frames: n,
             resize: None,

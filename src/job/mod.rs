@@ -47,6 +47,10 @@ pub struct DoneRecord {
     pub bytes: u64,
     /// Failed items.
     pub failed: Vec<ItemError>,
+    /// Items written with a caveat about their file (`reason` says what, e.g. duration
+    /// metadata that disagreed with the packets); absent when there is none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<ItemError>,
 }
 
 /// One planned shard: a contiguous slice of the manifest.

@@ -14,7 +14,7 @@ use crate::decode::{decode_media, DecodeOptions, RgbFrame};
 use crate::detect::{batch_from_rgb, Batch, Candidates, Detector, DetectorInfo, Preprocess};
 use crate::job::lock::ShardLock;
 use crate::job::{self, DoneRecord, ItemError, ShardPlan};
-use crate::manifest::Item;
+use crate::manifest::{Item, ItemKind};
 use crate::select::select;
 use crate::shard::{ExtractedFrame, ExtractedItem, ShardMeta, ShardWriter};
 
@@ -37,6 +37,8 @@ struct FrameMeta {
 /// A decoded item: RGB frames already at the detector's input size (u8: a quarter of the
 /// memory of normalised floats while it waits in the channels).
 struct Decoded {
+    kind: ItemKind,
+    warnings: Vec<String>,
     width: u32,
     height: u32,
     duration: f64,
@@ -53,6 +55,8 @@ struct Group<'a> {
 
 /// A decoded item after detection.
 struct Detected {
+    kind: ItemKind,
+    warnings: Vec<String>,
     width: u32,
     height: u32,
     duration: f64,
@@ -113,7 +117,7 @@ pub(super) fn run(
     let (decoded_tx, decoded_rx) = bounded::<Entry<Decoded>>(threads * 2);
     let (batch_tx, batch_rx) = bounded::<Group>(detectors.len() + 1);
     let (detected_tx, detected_rx) = bounded::<(u64, Vec<Entry<Detected>>)>(detectors.len() + 2);
-    let (out_tx, out_rx) = bounded::<Entry<ExtractedItem>>(64);
+    let (out_tx, out_rx) = bounded::<Entry<Extracted>>(64);
     let planned: u64 = todo.iter().map(|s| (s.end - s.start) as u64).sum();
     let progress = if cfg.progress {
         let pb = ProgressBar::new(planned);
@@ -224,9 +228,11 @@ fn decode_stage<'a>(
             if let Some(reason) = crate::manifest::refusal(w.item) {
                 return Err(failure(w.item, "manifest", reason));
             }
-            decode_media(&w.item.path, w.item.kind, opts)
+            decode_media(&w.item.path, opts)
                 .map_err(|e| failure(w.item, "decode", e))
                 .map(|m| Decoded {
+                    kind: m.kind,
+                    warnings: m.warnings,
                     width: m.width,
                     height: m.height,
                     duration: m.duration,
@@ -361,7 +367,16 @@ fn detect_stage<'a>(
                                 run_batches(det, &batches).map_err(|r| failure(e.item, "detect", r))
                             }
                         }?;
+                        if let Some(bad) = cands.iter().find_map(|c| c.non_finite()) {
+                            return Err(failure(
+                                e.item,
+                                "detect",
+                                format!("the detector output {bad} for this item's frames; nothing was written for it"),
+                            ));
+                        }
                         Ok(Detected {
+                            kind: d.kind,
+                            warnings: d.warnings,
                             width: d.width,
                             height: d.height,
                             duration: d.duration,
@@ -402,12 +417,13 @@ fn to_original(c: &Candidates, f: &FrameMeta, width: u32, height: u32) -> Vec<[f
         .collect()
 }
 
-fn extract_item(
-    item: &Item,
-    d: Detected,
-    cfg: &ExtractConfig,
-    info: &DetectorInfo,
-) -> ExtractedItem {
+/// An item ready for its shard, and what its record should say about it.
+struct Extracted {
+    item: ExtractedItem,
+    warnings: Vec<String>,
+}
+
+fn extract_item(item: &Item, d: Detected, cfg: &ExtractConfig, info: &DetectorInfo) -> Extracted {
     let dim = info.feature_dim;
     let frames = d
         .candidates
@@ -428,18 +444,25 @@ fn extract_item(
             }
         })
         .collect();
-    ExtractedItem {
-        item: item.clone(),
-        width: d.width,
-        height: d.height,
-        duration: d.duration,
-        frames,
+    Extracted {
+        item: ExtractedItem {
+            // Video or image as the decoder found the file, not as its name suggested.
+            item: Item {
+                kind: d.kind,
+                ..item.clone()
+            },
+            width: d.width,
+            height: d.height,
+            duration: d.duration,
+            frames,
+        },
+        warnings: d.warnings,
     }
 }
 
 fn select_stage<'a>(
     rx: Receiver<(u64, Vec<Entry<'a, Detected>>)>,
-    tx: Sender<Entry<'a, ExtractedItem>>,
+    tx: Sender<Entry<'a, Extracted>>,
     cfg: &ExtractConfig,
     info: &DetectorInfo,
     stats: &Stats,
@@ -477,7 +500,7 @@ struct OpenShard {
 }
 
 fn write_stage(
-    rx: Receiver<Entry<ExtractedItem>>,
+    rx: Receiver<Entry<Extracted>>,
     todo: &[ShardPlan],
     cfg: &ExtractConfig,
     info: &DetectorInfo,
@@ -527,6 +550,7 @@ fn write_stage(
                         boxes: 0,
                         bytes: 0,
                         failed: Vec::new(),
+                        warnings: Vec::new(),
                     },
                 });
             }
@@ -535,8 +559,13 @@ fn write_stage(
                 l.refresh();
             }
             match e.result {
-                Ok(x) => {
+                Ok(Extracted { item: x, warnings }) => {
                     o.writer.append_item(&x)?;
+                    o.record.warnings.extend(
+                        warnings
+                            .into_iter()
+                            .map(|w| failure(e.item, "decode", w)),
+                    );
                     let boxes: u64 = x
                         .frames
                         .iter()
