@@ -98,8 +98,8 @@ fn pass(a: &Args, opts: &DecodeOptions, hash: bool) -> Vec<(Vec<f64>, Vec<f64>, 
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = a.videos.get(i) else { break };
                 let t = Instant::now();
-                let m = decode_media(path, opts)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let m =
+                    decode_media(path, opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 if a.verbose {
                     eprintln!(
                         "{:8.2} ms  {:4} frames decoded  {}",

@@ -14,8 +14,7 @@ fn decode(path: &Path, n: usize) -> regionfeat::decode::DecodedMedia {
         num_frames: n,
         ..Default::default()
     };
-    decode_media(path, &opts)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    decode_media(path, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Presentation times of all frames, from ffprobe (an independent reader).
@@ -270,11 +269,7 @@ fn resize_rule_is_applied_to_the_upright_frame() {
         }),
         threads: 1,
     };
-    let m = decode_media(
-        &examples().join("webvid/videos/001/1000001.mp4"),
-        &opts,
-    )
-    .unwrap();
+    let m = decode_media(&examples().join("webvid/videos/001/1000001.mp4"), &opts).unwrap();
     assert_eq!((m.width, m.height), (1280, 720));
     assert_eq!((m.frames[0].width, m.frames[0].height), (178, 100));
 }

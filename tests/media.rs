@@ -41,14 +41,23 @@ fn cli_full_decode(path: &Path, frame_bytes: usize) -> (Vec<f64>, Vec<u8>) {
         .arg(&raw)
         .output()
         .expect("ffmpeg CLI");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let times: Vec<f64> = String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter_map(|l| l.split("pts_time:").nth(1))
         .filter_map(|r| r.split_whitespace().next()?.parse().ok())
         .collect();
     let pixels = std::fs::read(&raw).unwrap();
-    assert_eq!(pixels.len(), times.len() * frame_bytes, "{}", path.display());
+    assert_eq!(
+        pixels.len(),
+        times.len() * frame_bytes,
+        "{}",
+        path.display()
+    );
     (times, pixels)
 }
 
@@ -97,7 +106,10 @@ fn every_container_takes_the_frame_on_screen_like_a_full_cli_decode() {
     let long_gop = ["-g", "250", "-sc_threshold", "0"];
     let cases: Vec<(&str, Vec<&str>)> = vec![
         // No seek index: the timestamp search lands mid-GOP.
-        ("g.ts", [&["-c:v", "libx264"][..], &long_gop, &["-f", "mpegts"]].concat()),
+        (
+            "g.ts",
+            [&["-c:v", "libx264"][..], &long_gop, &["-f", "mpegts"]].concat(),
+        ),
         (
             "g.mpg",
             [&["-c:v", "mpeg2video"][..], &long_gop, &["-f", "vob"]].concat(),
@@ -159,7 +171,11 @@ fn late_timestamps_and_short_duration_metadata_sample_the_real_stream() {
     let m = decode(&late, 8);
     assert!((m.duration - 10.0).abs() < 0.1, "{}", m.duration);
     assert!(m.frames.last().unwrap().frame_time > 9.0);
-    assert!(m.warnings.iter().any(|w| w.contains("starts at 7.00s")), "{:?}", m.warnings);
+    assert!(
+        m.warnings.iter().any(|w| w.contains("starts at 7.00s")),
+        "{:?}",
+        m.warnings
+    );
 
     // A Matroska file whose Segment Duration says 4 s while it holds 10 s.
     let honest = dir.path().join("honest.mkv");
@@ -179,7 +195,10 @@ fn late_timestamps_and_short_duration_metadata_sample_the_real_stream() {
         .windows(3)
         .position(|w| w == [0x44, 0x89, 0x88])
         .expect("Duration element (8-byte float)");
-    assert_eq!(f64::from_be_bytes(bytes[at + 3..at + 11].try_into().unwrap()), 10000.0);
+    assert_eq!(
+        f64::from_be_bytes(bytes[at + 3..at + 11].try_into().unwrap()),
+        10000.0
+    );
     bytes[at + 3..at + 11].copy_from_slice(&4000f64.to_be_bytes());
     let lying = dir.path().join("lying.mkv");
     std::fs::write(&lying, &bytes).unwrap();
@@ -204,7 +223,11 @@ fn video_or_image_is_decided_by_the_content_not_the_name() {
     assert_eq!((m.kind, m.frames.len()), (ItemKind::Image, 1));
 
     let mp4_as_jpg = dir.path().join("clip.jpg");
-    std::fs::copy(examples().join("webvid/videos/002/1000003.mp4"), &mp4_as_jpg).unwrap();
+    std::fs::copy(
+        examples().join("webvid/videos/002/1000003.mp4"),
+        &mp4_as_jpg,
+    )
+    .unwrap();
     let m = decode(&mp4_as_jpg, 8);
     assert_eq!((m.kind, m.frames.len()), (ItemKind::Video, 8));
 
@@ -287,7 +310,11 @@ fn each_bad_file_gets_a_reason_a_user_can_act_on() {
     ]);
     // A FIFO (opening it would block forever) and a directory with a video's name.
     let fifo = media.join("pipe.mp4");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     std::fs::create_dir_all(media.join("dir.mp4")).unwrap();
     // AV1 (decoded by the external libdav1d) in IVF with every frame's data overwritten.
     let av1 = media.join("av1.ivf");
@@ -312,7 +339,11 @@ fn each_bad_file_gets_a_reason_a_user_can_act_on() {
     }
     std::fs::write(&av1, bytes).unwrap();
     // A picture named like a video is extracted as an image.
-    std::fs::copy(examples().join("cc3m/images/000000002.png"), media.join("cat.mp4")).unwrap();
+    std::fs::copy(
+        examples().join("cc3m/images/000000002.png"),
+        media.join("cat.mp4"),
+    )
+    .unwrap();
     let rows = [
         ("tag", "tag.mp4"),
         ("cover", "cover.m4a"),
@@ -409,7 +440,10 @@ fn a_model_with_absurd_sizes_is_refused_and_nan_outputs_fail_items() {
     assert_eq!(errors.len(), 10, "every bundled sample fails");
     for e in &errors {
         assert_eq!(e["stage"], "detect");
-        assert!(e["reason"].as_str().unwrap().contains("NaN/Inf boxes"), "{e}");
+        assert!(
+            e["reason"].as_str().unwrap().contains("NaN/Inf boxes"),
+            "{e}"
+        );
     }
     let r = ShardReader::open(&out.join("shard-000000.h5")).unwrap();
     assert!(r.item_ids().unwrap().is_empty());

@@ -83,9 +83,11 @@ pub fn codec_tag(params: &ffmpeg_next::codec::Parameters) -> Option<String> {
         return None;
     }
     let bytes = tag.to_le_bytes();
-    Some(if bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
-        String::from_utf8_lossy(&bytes).into_owned()
-    } else {
-        format!("0x{tag:08x}")
-    })
+    Some(
+        if bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+            String::from_utf8_lossy(&bytes).into_owned()
+        } else {
+            format!("0x{tag:08x}")
+        },
+    )
 }

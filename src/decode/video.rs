@@ -117,8 +117,7 @@ fn open_source(
     stream_index: Option<usize>,
     opts: &DecodeOptions,
 ) -> Result<(Source, usize), DecodeError> {
-    let ictx = super::os_path::input(path)
-        .map_err(|e| DecodeError::Open(describe_ffmpeg_error(&e)))?;
+    let ictx = super::os_path::input(path).map_err(|e| DecodeError::Open(describe_ffmpeg_error(&e)))?;
     let stream_index = match stream_index {
         Some(i) => i,
         None => pick_stream(&ictx)?,
@@ -151,7 +150,6 @@ fn open_source(
             describe_ffmpeg_error(&e)
         ))
     })?;
-    drop(stream);
     Ok((Source { ictx, decoder }, stream_index))
 }
 
@@ -216,7 +214,6 @@ impl<'o> Sampler<'o> {
             .map(f64::from)
             .find(|r| r.is_finite() && *r > 0.0 && *r < 1000.0)
             .unwrap_or(DEFAULT_FRAME_RATE);
-        drop(stream);
         let demuxer = src.ictx.format().name().to_string();
         let facts = ffi::demuxer_facts(&src.ictx);
         let mut sampler = Self {
@@ -282,9 +279,12 @@ impl<'o> Sampler<'o> {
     /// whose metadata says less than it holds is sampled over all of it (with a warning), and
     /// a stream whose timestamps start late is not mistaken for a truncated one.
     fn duration(&mut self) -> f64 {
-        let stream = self.src.ictx.stream(self.stream_index).expect("stream exists");
+        let stream = self
+            .src
+            .ictx
+            .stream(self.stream_index)
+            .expect("stream exists");
         let stream_d = valid_ts(stream.duration()).filter(|d| *d > 0);
-        drop(stream);
         let container_d = valid_ts(self.src.ictx.duration()).filter(|d| *d > 0);
         let facts = ffi::demuxer_facts(&self.src.ictx);
         let metadata = match (stream_d, container_d) {
@@ -476,7 +476,11 @@ impl<'o> Sampler<'o> {
         if target <= pos {
             return false;
         }
-        let stream = self.src.ictx.stream(self.stream_index).expect("stream exists");
+        let stream = self
+            .src
+            .ictx
+            .stream(self.stream_index)
+            .expect("stream exists");
         let target_ts = (target / f64::from(self.time_base)) as i64 + self.start_pts;
         match ffi::keyframe_at_or_before(&stream, target_ts) {
             Some(kf) => to_secs(kf - self.start_pts, self.time_base) > pos,

@@ -561,11 +561,9 @@ fn write_stage(
             match e.result {
                 Ok(Extracted { item: x, warnings }) => {
                     o.writer.append_item(&x)?;
-                    o.record.warnings.extend(
-                        warnings
-                            .into_iter()
-                            .map(|w| failure(e.item, "decode", w)),
-                    );
+                    o.record
+                        .warnings
+                        .extend(warnings.into_iter().map(|w| failure(e.item, "decode", w)));
                     let boxes: u64 = x
                         .frames
                         .iter()
