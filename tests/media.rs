@@ -2,7 +2,7 @@
 //! reads, durations that disagree with the packets, video vs image by content, and reasons a
 //! user can act on for files and models that cannot be used.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use regionfeat::decode::{decode_media, frame_for_target, DecodeOptions, DecodedMedia};
@@ -153,6 +153,35 @@ fn every_container_takes_the_frame_on_screen_like_a_full_cli_decode() {
     assert_frames_like_the_cli(&ts, 8, 10.0);
 }
 
+/// A 10 s Matroska file, and a copy whose Segment Duration says 4 s.
+fn mkv_with_short_duration_metadata(dir: &Path) -> (PathBuf, PathBuf) {
+    let honest = dir.join("honest.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=s=64x48:r=25:d=10",
+        "-c:v",
+        "libx264",
+        "-g",
+        "25",
+        path_str(&honest),
+    ]);
+    let mut bytes = std::fs::read(&honest).unwrap();
+    let at = bytes
+        .windows(3)
+        .position(|w| w == [0x44, 0x89, 0x88])
+        .expect("Duration element (8-byte float)");
+    assert_eq!(
+        f64::from_be_bytes(bytes[at + 3..at + 11].try_into().unwrap()),
+        10000.0
+    );
+    bytes[at + 3..at + 11].copy_from_slice(&4000f64.to_be_bytes());
+    let lying = dir.join("lying.mkv");
+    std::fs::write(&lying, &bytes).unwrap();
+    (honest, lying)
+}
+
 #[test]
 fn late_timestamps_and_short_duration_metadata_sample_the_real_stream() {
     let dir = tempdir();
@@ -177,31 +206,7 @@ fn late_timestamps_and_short_duration_metadata_sample_the_real_stream() {
         m.warnings
     );
 
-    // A Matroska file whose Segment Duration says 4 s while it holds 10 s.
-    let honest = dir.path().join("honest.mkv");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=s=64x48:r=25:d=10",
-        "-c:v",
-        "libx264",
-        "-g",
-        "25",
-        path_str(&honest),
-    ]);
-    let mut bytes = std::fs::read(&honest).unwrap();
-    let at = bytes
-        .windows(3)
-        .position(|w| w == [0x44, 0x89, 0x88])
-        .expect("Duration element (8-byte float)");
-    assert_eq!(
-        f64::from_be_bytes(bytes[at + 3..at + 11].try_into().unwrap()),
-        10000.0
-    );
-    bytes[at + 3..at + 11].copy_from_slice(&4000f64.to_be_bytes());
-    let lying = dir.path().join("lying.mkv");
-    std::fs::write(&lying, &bytes).unwrap();
+    let (honest, lying) = mkv_with_short_duration_metadata(dir.path());
     let m = decode(&lying, 8);
     assert!((m.duration - 10.0).abs() < 0.1, "{}", m.duration);
     assert!(m.frames.last().unwrap().frame_time > 9.0);
@@ -338,6 +343,9 @@ fn each_bad_file_gets_a_reason_a_user_can_act_on() {
         at += 12 + size;
     }
     std::fs::write(&av1, bytes).unwrap();
+    // Duration metadata that says less than the file holds: extracted, with a warning.
+    let (_, lying) = mkv_with_short_duration_metadata(&media);
+    assert!(lying.ends_with("lying.mkv"));
     // A picture named like a video is extracted as an image.
     std::fs::copy(
         examples().join("cc3m/images/000000002.png"),
@@ -351,6 +359,7 @@ fn each_bad_file_gets_a_reason_a_user_can_act_on() {
         ("dir", "dir.mp4"),
         ("av1", "av1.ivf"),
         ("cat", "cat.mp4"),
+        ("lying", "lying.mkv"),
     ];
     let out = dir.path().join("out");
     let o = regionfeat(&[
@@ -392,9 +401,25 @@ fn each_bad_file_gets_a_reason_a_user_can_act_on() {
     );
     assert_eq!(errors.len(), 5, "{errors:?}");
     let r = ShardReader::open(&out.join("shard-000000.h5")).unwrap();
-    assert_eq!(r.item_ids().unwrap(), vec!["cat"]);
-    assert_eq!(r.kinds().unwrap(), vec![1]);
-    assert_eq!(r.frame_ranges().unwrap(), vec![(0, 1)]);
+    assert_eq!(r.item_ids().unwrap(), vec!["cat", "lying"]);
+    assert_eq!(r.kinds().unwrap(), vec![1, 0]);
+    assert_eq!(r.frame_ranges().unwrap(), vec![(0, 1), (1, 8)]);
+    assert!((r.durations().unwrap()[1] - 10.0).abs() < 0.1);
+    let done: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("shard-000000.done.json")).unwrap())
+            .unwrap();
+    let warnings = done["warnings"]
+        .as_array()
+        .expect("warnings in the done-record");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0]["id"], "lying");
+    assert!(
+        warnings[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("metadata says 4.00s"),
+        "{warnings:?}"
+    );
 }
 
 #[test]
