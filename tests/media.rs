@@ -473,3 +473,39 @@ fn a_model_with_absurd_sizes_is_refused_and_nan_outputs_fail_items() {
     let r = ShardReader::open(&out.join("shard-000000.h5")).unwrap();
     assert!(r.item_ids().unwrap().is_empty());
 }
+
+#[test]
+fn spliced_streams_whose_timestamps_jump_are_refused_not_frozen() {
+    let dir = tempdir();
+    let segment = |name: &str, offset: &str| {
+        let p = dir.path().join(name);
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=s=64x48:r=25:d=5",
+            "-c:v",
+            "libx264",
+            "-g",
+            "50",
+            "-output_ts_offset",
+            offset,
+            "-f",
+            "mpegts",
+            path_str(&p),
+        ]);
+        std::fs::read(p).unwrap()
+    };
+    let (early, late) = (segment("early.ts", "0"), segment("late.ts", "600"));
+    // Forward jump (0-5 s, then 600-605 s) and backward jump (read as a PTS wrap).
+    for (name, parts) in [("fwd.ts", [&early, &late]), ("back.ts", [&late, &early])] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, [parts[0].as_slice(), parts[1].as_slice()].concat()).unwrap();
+        let opts = DecodeOptions::default();
+        let err = decode_media(&path, &opts)
+            .map(|m| m.frames.iter().map(|f| f.frame_time).collect::<Vec<_>>())
+            .expect_err(name)
+            .to_string();
+        assert!(err.contains("damaged timestamps"), "{name}: {err}");
+    }
+}

@@ -149,6 +149,17 @@ pub enum DecodeError {
     /// Frame timestamps contradict the stream's own start (damaged or spliced stream).
     #[error("damaged timestamps: a frame is stamped {0:.2}s before the stream's start")]
     Timestamps(f64),
+    /// Consecutive frames further apart than any real video holds a picture, around a sample
+    /// time: the timestamps are broken (spliced segments, a PTS jump), not the picture still.
+    #[error("damaged timestamps: they jump from {from:.2}s to {to:.2}s (spliced or damaged stream), no frame near the sample at {target:.2}s")]
+    TimestampJump {
+        /// Time of the frame before the jump.
+        from: f64,
+        /// Time of the frame after it.
+        to: f64,
+        /// The sample time inside the jump.
+        target: f64,
+    },
     /// Pixel conversion failed.
     #[error("pixel conversion failed: {0}")]
     Convert(String),

@@ -32,6 +32,10 @@ const SEEK_WITHOUT_INDEX_S: f64 = 2.0;
 /// win (and the item's record says so).
 const EXTENT_TOLERANCE_S: f64 = 1.0;
 
+/// Two consecutive frames further apart than this, and than a quarter of the duration, mean
+/// broken timestamps rather than a still picture.
+const TIMESTAMP_JUMP_S: f64 = 60.0;
+
 /// Frame duration assumed when a stream declares no frame rate (FFmpeg's raw-stream default).
 const DEFAULT_FRAME_RATE: f64 = 25.0;
 
@@ -548,6 +552,16 @@ impl<'o> Sampler<'o> {
                 .ok_or_else(|| self.no_frames())?;
             if chosen.0 < -EXTENT_TOLERANCE_S {
                 return Err(DecodeError::Timestamps(-chosen.0));
+            }
+            if let Some((next, _)) = ahead.as_ref().filter(|_| !is_image) {
+                let gap = next - chosen.0;
+                if gap > TIMESTAMP_JUMP_S && gap > duration / 4.0 && target > chosen.0 {
+                    return Err(DecodeError::TimestampJump {
+                        from: chosen.0,
+                        to: *next,
+                        target,
+                    });
+                }
             }
             if !is_image && self.sent_eof && ahead.is_none() && target - chosen.0 > TRUNCATION_GAP_S
             {
