@@ -345,6 +345,7 @@ impl<'o> Sampler<'o> {
         Ok(())
     }
 
+    /// Forgets the decoding position (a fresh or flushed decoder decodes every frame).
     fn after_reposition(&mut self) {
         self.seen_pts.clear();
         self.eof = false;
@@ -436,6 +437,7 @@ impl<'o> Sampler<'o> {
         // Even a refused seek may have moved the demuxer: start decoding afresh either way.
         self.src.decoder.flush();
         self.after_reposition();
+        ffi::set_skip_nonref(&mut self.src.decoder, false);
         ok
     }
 
@@ -451,7 +453,11 @@ impl<'o> Sampler<'o> {
             }
             loop {
                 match self.next_frame() {
-                    Some((t, f)) if t <= target && f.is_key() => {
+                    // An intra picture cannot have borrowed from garbage: streams whose I
+                    // frames are not flagged as keyframes (non-IDR) still seek.
+                    Some((t, f))
+                        if t <= target && (f.is_key() || f.kind() == ffmpeg::picture::Type::I) =>
+                    {
                         self.seek_margin = self.seek_margin.max(back);
                         return Ok(Some((t, f)));
                     }
