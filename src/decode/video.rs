@@ -177,8 +177,8 @@ struct Sampler<'o> {
     scaler: Option<(scaling::Context, (Pixel, u32, u32))>,
     eof: bool,
     sent_eof: bool,
-    /// Why the decoder refused packets, and how many.
-    decode_error: Option<(String, u64)>,
+    /// Why the decoder refused packets.
+    decode_error: Option<String>,
     /// Why reading the file stopped early.
     read_error: Option<String>,
     decoded_frames: u64,
@@ -385,8 +385,14 @@ impl<'o> Sampler<'o> {
                         self.choose_skip(packet.pts());
                         // A corrupt packet is skipped; if nothing decodes at all the item fails.
                         if let Err(e) = self.src.decoder.send_packet(&packet) {
-                            let n = self.decode_error.as_ref().map_or(0, |(_, n)| *n);
-                            self.decode_error = Some((describe_ffmpeg_error(&e), n + 1));
+                            self.decode_error = Some(match e {
+                                // Also what libdav1d & co. report as "Generic error in an
+                                // external library".
+                                ffmpeg::Error::InvalidData | ffmpeg::Error::External => {
+                                    "damaged (or unsupported) coded data".into()
+                                }
+                                other => describe_ffmpeg_error(&other),
+                            });
                         }
                     }
                 }
@@ -500,9 +506,9 @@ impl<'o> Sampler<'o> {
 
     fn no_frames(&self) -> DecodeError {
         DecodeError::NoFrames(match (&self.decode_error, &self.read_error) {
-            (Some((why, n)), _) => {
+            (Some(why), _) => {
                 let codec = format!("{:?}", self.src.decoder.id()).to_lowercase();
-                format!("the {codec} decoder refused {n} packet(s): {why}")
+                format!("the {codec} decoder rejected the stream: {why}")
             }
             (None, Some(why)) => format!("reading the file failed: {why}"),
             (None, None) => "the video stream holds no frames".into(),
