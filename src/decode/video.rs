@@ -121,7 +121,8 @@ fn open_source(
     stream_index: Option<usize>,
     opts: &DecodeOptions,
 ) -> Result<(Source, usize), DecodeError> {
-    let ictx = super::os_path::input(path).map_err(|e| DecodeError::Open(describe_ffmpeg_error(&e)))?;
+    let ictx =
+        super::os_path::input(path).map_err(|e| DecodeError::Open(describe_ffmpeg_error(&e)))?;
     let stream_index = match stream_index {
         Some(i) => i,
         None => pick_stream(&ictx)?,
