@@ -316,3 +316,259 @@ fn read_shards_example_runs() {
     assert_eq!(out.matches("first frame t=").count(), 10, "{out}");
     assert!(out.contains("a smiling astronaut"), "{out}");
 }
+
+/// Copies the files of an extract output directory (not its subfolders).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// Damages shard-000000.h5 of `out` with `corrupt_shard.py MODE` at item row 1 frame 3.
+fn damage(out: &Path, mode: &str) {
+    run_python(&[
+        path_str(&py("corrupt_shard.py")),
+        path_str(&out.join("shard-000000.h5")),
+        mode,
+        "1",
+        "3",
+    ]);
+}
+
+fn output_text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o))
+}
+
+/// Each kind of damage a reader must refuse, with the dataset its message must name.
+const DAMAGE: &[(&str, &str)] = &[
+    ("max-boxes", "boxes"),
+    ("drop-features", "features"),
+    ("drop-boxes", "boxes"),
+    ("drop-frame_start", "frame_start"),
+    ("drop-timestamps", "timestamps"),
+    ("drop-caption", "caption"),
+    ("retype-classes", "classes"),
+    ("huge-num-boxes", "num_boxes"),
+    ("huge-class", "classes"),
+    ("huge-attribute", "attributes"),
+    ("bad-kind", "kind"),
+    ("frame-start", "frame_start"),
+    ("frame-item", "frame_item"),
+    ("flip-features", "features"),
+];
+
+#[test]
+fn every_reading_command_refuses_each_kind_of_damage_by_name() {
+    let dir = tempdir();
+    let good = dir.path().join("good");
+    extract_samples(&good);
+    let manifest = examples().join("samples.jsonl");
+    for &(mode, dataset) in DAMAGE {
+        let out = dir.path().join(mode);
+        copy_dir(&good, &out);
+        damage(&out, mode);
+        let (o, png) = (path_str(&out), out.join("sheet.png"));
+        let (npz, tsv) = (dir.path().join("npz"), dir.path().join("tsv"));
+        let id = "webvid/1000002";
+        let commands: [(&[&str], i32); 8] = [
+            (&["inspect", o], 2),
+            (&["inspect", o, "--json"], 2),
+            (&["inspect", o, "--item", id], 2),
+            (&["inspect", o, "--item", id, "--draw", path_str(&png)], 2),
+            // --validate lists problems and exits 1 (its documented "problems found").
+            (&["inspect", o, "--validate"], 1),
+            (
+                &[
+                    "export",
+                    o,
+                    "--format",
+                    "demovlp-npz",
+                    "--out",
+                    path_str(&npz),
+                ],
+                2,
+            ),
+            (
+                &[
+                    "export",
+                    o,
+                    "--format",
+                    "bottomup-tsv",
+                    "--out",
+                    path_str(&tsv),
+                ],
+                2,
+            ),
+            (
+                &["verify", "--manifest", path_str(&manifest), "--out", o],
+                2,
+            ),
+        ];
+        for (args, code) in commands {
+            let r = regionfeat(args);
+            let text = output_text(&r);
+            assert_eq!(r.status.code(), Some(code), "{mode}: {args:?}:\n{text}");
+            assert!(
+                text.contains("shard-000000.h5") && text.contains(&format!("dataset {dataset}")),
+                "{mode}: {args:?} does not name shard and dataset {dataset}:\n{text}"
+            );
+            assert!(!text.contains("panicked"), "{mode}: {args:?}:\n{text}");
+        }
+        assert!(!png.exists(), "{mode}: a sheet was drawn");
+    }
+}
+
+#[test]
+fn verify_fails_every_shard_that_validate_flags() {
+    let dir = tempdir();
+    let good = dir.path().join("good");
+    extract_samples(&good);
+    let manifest = examples().join("samples.jsonl");
+    let verify = |out: &Path| {
+        regionfeat(&[
+            "verify",
+            "--manifest",
+            path_str(&manifest),
+            "--out",
+            path_str(out),
+        ])
+    };
+    assert_eq!(verify(&good).status.code(), Some(0));
+    for (mode, check) in [
+        ("nan-feature", "non-finite"),
+        ("box-outside", "box-outside-image"),
+        ("num-boxes", "padding"),
+        ("unsorted", "scores-order"),
+    ] {
+        let out = dir.path().join(mode);
+        copy_dir(&good, &out);
+        damage(&out, mode);
+        let r = verify(&out);
+        let text = output_text(&r);
+        assert_eq!(r.status.code(), Some(2), "{mode}:\n{text}");
+        assert!(
+            text.contains("corrupt: shard-000000.h5: item webvid/1000002 frame 3")
+                && text.contains(check),
+            "{mode}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn an_interrupted_tsv_export_leaves_no_file_under_the_final_name() {
+    let dir = tempdir();
+    let out = dir.path().join("x");
+    extract_samples(&out);
+    // The last item's last frame cannot be read: the export fails after writing most rows.
+    run_python(&[
+        path_str(&py("corrupt_shard.py")),
+        path_str(&out.join("shard-000000.h5")),
+        "flip-features",
+        "9",
+        "0",
+    ]);
+    let tsv = dir.path().join("tsv");
+    let r = regionfeat(&[
+        "export",
+        path_str(&out),
+        "--format",
+        "bottomup-tsv",
+        "--out",
+        path_str(&tsv),
+    ]);
+    assert_eq!(r.status.code(), Some(2), "{}", output_text(&r));
+    assert!(
+        !tsv.join("shard-000000.tsv").exists(),
+        "a truncated TSV is visible"
+    );
+}
+
+#[test]
+fn export_npz_gives_every_id_its_own_folder_inside_out() {
+    let dir = tempdir();
+    let image = examples().join("cc3m/images/000000001.png");
+    let long = "L".repeat(300);
+    let ids: Vec<String> = [
+        "",
+        ".",
+        "..",
+        "_",
+        "x/./y",
+        "x/_/y",
+        "x/../y",
+        "../../escape",
+        "/abs",
+        "a",
+        "a/0.npz",
+        "meta.tsv",
+        "ids.jsonl",
+        "%",
+        "~",
+        &long,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let manifest = dir.path().join("m.jsonl");
+    let rows: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({"id": id, "path": path_str(&image), "caption": id}).to_string()
+        })
+        .collect();
+    std::fs::write(&manifest, rows.join("\n")).unwrap();
+    let shards = dir.path().join("shards");
+    let o = regionfeat(&[
+        "extract",
+        "--manifest",
+        path_str(&manifest),
+        "--detector",
+        path_str(&crate::util::test_detector()),
+        "--out",
+        path_str(&shards),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // OUT two levels down: anything written outside it would show up in `box`.
+    let boxdir = dir.path().join("box");
+    let out = boxdir.join("deeper/out");
+    let (code, s) = json_of(&[
+        "export",
+        path_str(&shards),
+        "--format",
+        "demovlp-npz",
+        "--out",
+        path_str(&out),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(s["items"], 16);
+    // 16 frames + meta.tsv + ids.jsonl, all distinct files.
+    assert_eq!(s["files"], 18);
+    let mut files = Vec::new();
+    let mut stack = vec![boxdir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    assert_eq!(files.len(), 18, "{files:#?}");
+    assert!(files.iter().all(|f| f.starts_with(&out)), "{files:#?}");
+    // numpy reads each item back through ids.jsonl and finds its own frames.
+    let res = run_python(&[
+        path_str(&py("check_export.py")),
+        path_str(&shards.join("shard-000000.h5")),
+        path_str(&out),
+        "demovlp-npz",
+    ]);
+    let v: Value = serde_json::from_str(res.trim()).unwrap();
+    assert_eq!(v["frames"], 16);
+}

@@ -27,7 +27,7 @@ pub use draw::{draw_item, DrawOptions, DrawReport, DrawnFrame};
 pub use export::{export, ExportFormat, ExportSummary};
 pub use item::{item_detail, BoxDetail, FrameDetail, ItemDetail};
 pub use summary::{summarize, ClassCount, Histogram, ShardSummary, Stats, Summary};
-pub use validate::{validate, Problem, Validation};
+pub use validate::{check_shard, validate, Problem, ShardCheck, Validation};
 
 /// The shard files named by `path`: the file itself, or every committed `shard-*.h5` of an
 /// output directory, in name order.

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::{done_record_path, shard_name, shard_paths, BLOCK_ROWS};
 use crate::select::location;
-use crate::shard::ShardReader;
+use crate::shard::check::{self, Row};
+use crate::shard::{ShardError, ShardReader};
 
 /// Slack for boxes on the image border (pixels).
 const BOX_EPS: f32 = 1e-3;
@@ -24,8 +25,9 @@ pub struct Problem {
     pub frame: Option<usize>,
     /// Frame row in the shard.
     pub row: Option<usize>,
-    /// Which check failed (`schema`, `non-finite`, `box-outside-image`, `locations`,
-    /// `scores-order`, `num-boxes`, `padding`, `class-index`, `frame-ranges`, `done-record`).
+    /// Which check failed (`schema`, `unreadable`, `non-finite`, `box-outside-image`,
+    /// `locations`, `scores-order`, `num-boxes`, `padding`, `class-index`, `kind`,
+    /// `frame-ranges`, `done-record`).
     pub check: String,
     /// What is wrong.
     pub message: String,
@@ -130,42 +132,74 @@ pub fn validate(path: &Path) -> anyhow::Result<Validation> {
     };
     let in_dir = path.is_dir();
     for p in shard_paths(path)? {
+        let c = check_shard(&p, in_dir);
         out.shards += 1;
-        let name = shard_name(&p);
-        let mut ctx = Ctx {
-            shard: name.clone(),
-            ids: &[],
-            problems: Vec::new(),
-        };
-        match ShardReader::open(&p) {
-            Err(e) => ctx.add(None, None, None, "schema", e.to_string()),
-            Ok(r) => {
-                if in_dir {
-                    check_done_record(&p, &r, &mut ctx);
-                }
-                let schema = r.check_schema();
-                if schema.is_empty() {
-                    let ids = r.item_ids()?;
-                    let mut ctx2 = Ctx {
-                        shard: name,
-                        ids: &ids,
-                        problems: std::mem::take(&mut ctx.problems),
-                    };
-                    check_values(&r, &mut ctx2)?;
-                    out.items += ids.len();
-                    out.frames += r.num_frame_rows()?;
-                    ctx.problems = ctx2.problems;
-                } else {
-                    for m in schema {
-                        ctx.add(None, None, None, "schema", m);
-                    }
-                }
-            }
-        }
-        out.problems.extend(ctx.problems);
+        out.items += c.items;
+        out.frames += c.frames;
+        out.problems.extend(c.problems);
     }
     out.ok = out.problems.is_empty();
     Ok(out)
+}
+
+/// What [`check_shard`] found in one shard.
+#[derive(Debug, Clone)]
+pub struct ShardCheck {
+    /// Items checked.
+    pub items: usize,
+    /// Frame rows checked.
+    pub frames: usize,
+    /// The problems found.
+    pub problems: Vec<Problem>,
+}
+
+/// Checks one shard: its layout, then every value of every dataset (so each chunk is read
+/// and decompressed once), and its done-record when `done_record`.
+pub fn check_shard(p: &Path, done_record: bool) -> ShardCheck {
+    let name = shard_name(p);
+    let mut out = ShardCheck {
+        items: 0,
+        frames: 0,
+        problems: Vec::new(),
+    };
+    let mut ctx = Ctx {
+        shard: name.clone(),
+        ids: &[],
+        problems: Vec::new(),
+    };
+    let r = match ShardReader::check_open(p) {
+        Ok(r) => r,
+        Err(problems) => {
+            for m in problems {
+                ctx.add(None, None, None, "schema", m);
+            }
+            out.problems = ctx.problems;
+            return out;
+        }
+    };
+    if done_record {
+        check_done_record(p, &r, &mut ctx);
+    }
+    let ids = match r.item_ids() {
+        Ok(ids) => ids,
+        Err(e) => {
+            ctx.add(None, None, None, "unreadable", e.reason);
+            out.problems = ctx.problems;
+            return out;
+        }
+    };
+    let mut ctx = Ctx {
+        shard: name,
+        ids: &ids,
+        problems: ctx.problems,
+    };
+    if let Err(e) = check_values(&r, &mut ctx) {
+        ctx.add(None, None, None, "unreadable", e.reason);
+    }
+    out.items = ids.len();
+    out.frames = r.num_frame_rows().unwrap_or(0);
+    out.problems = ctx.problems;
+    out
 }
 
 fn check_done_record(p: &Path, r: &ShardReader, ctx: &mut Ctx) {
@@ -214,63 +248,46 @@ fn check_done_record(p: &Path, r: &ShardReader, ctx: &mut Ctx) {
     }
 }
 
-fn check_values(r: &ShardReader, ctx: &mut Ctx) -> anyhow::Result<()> {
+fn check_values(r: &ShardReader, ctx: &mut Ctx) -> Result<(), ShardError> {
     let (k, d) = (r.max_boxes()?, r.feature_dim()?);
-    let (n_classes, n_attrs) = (
-        r.class_names()?.len() as u32,
-        r.attribute_names()?.len() as u32,
-    );
-    let ranges = r.frame_ranges()?;
+    let (n_classes, n_attrs) = (r.class_names()?.len(), r.attribute_names()?.len());
+    // Every item dataset is read once, so a damaged chunk anywhere is found.
+    let (starts, counts) = r.frame_ranges_unchecked()?;
     let hw = r.image_hw()?;
-    let frame_items = r.frame_items()?;
+    r.captions()?;
+    r.sources()?;
+    r.manifest_indices()?;
+    r.durations()?;
     let t = r.num_frame_rows()?;
-    // Item → frame rows: contiguous, in order, covering every row exactly once.
-    let mut next = 0u64;
-    let mut owner = vec![None; t];
-    for (i, &(start, n)) in ranges.iter().enumerate() {
-        if start != next {
-            ctx.add(
-                Some(i),
-                None,
-                None,
-                "frame-ranges",
-                format!("frame_start {start}, expected {next}"),
-            );
-        }
-        if n == 0 {
-            ctx.add(Some(i), None, None, "frame-ranges", "no frame".into());
-        }
-        next = start + n as u64;
-        for f in 0..n as usize {
-            let row = start as usize + f;
-            match owner.get_mut(row) {
-                Some(o) => *o = Some((i, f)),
-                None => {
-                    ctx.add(
-                        Some(i),
-                        Some(f),
-                        Some(row),
-                        "frame-ranges",
-                        format!("frame row {row} past the {t} rows"),
-                    );
-                    break;
-                }
-            }
+    for issue in r.item_issues()? {
+        match issue.at {
+            Row::Item(i) => ctx.add(Some(i), None, None, issue.check, issue.to_string()),
+            Row::Frame(row) => ctx.add(None, None, Some(row), issue.check, issue.to_string()),
         }
     }
-    if next != t as u64 {
-        ctx.add(
-            None,
-            None,
-            None,
-            "frame-ranges",
-            format!("items cover {next} frame rows, the shard has {t}"),
-        );
+    // Frame row → (item, frame within it), as far as the ranges say.
+    let mut owner = vec![None; t];
+    for (i, (&start, &n)) in starts.iter().zip(&counts).enumerate() {
+        for f in 0..n as usize {
+            let row = usize::try_from(start).ok().and_then(|s| s.checked_add(f));
+            match row.and_then(|row| owner.get_mut(row)) {
+                Some(o) => *o = Some((i, f)),
+                None => break,
+            }
+        }
     }
     let mut start = 0usize;
     while start < t {
         let count = BLOCK_ROWS.min(t - start);
-        let b = r.read_frames(start as u64, count)?;
+        let b = match r.read_frames_unchecked(start as u64, count) {
+            Ok(b) => b,
+            Err(e) => {
+                // A damaged chunk: name it and go on with the next block.
+                ctx.add(None, None, Some(start), "unreadable", e.reason);
+                start += count;
+                continue;
+            }
+        };
         for f in 0..count {
             let row = start + f;
             let (item, fi) = match owner[row] {
@@ -278,18 +295,22 @@ fn check_values(r: &ShardReader, ctx: &mut Ctx) -> anyhow::Result<()> {
                 None => (None, None),
             };
             let mut add = |check: &str, msg: String| ctx.add(item, fi, Some(row), check, msg);
-            if let Some(i) = item {
-                if frame_items.get(row).copied() != Some(i as u32) {
-                    add(
-                        "frame-ranges",
-                        format!("frame_item {:?}, expected {i}", frame_items.get(row)),
-                    );
-                }
-            }
             let [h, w] = item.map(|i| hw[i]).unwrap_or([0, 0]);
             let nb = b.num_boxes[f] as usize;
-            if nb > k {
-                add("num-boxes", format!("num_boxes {nb} > max_boxes {k}"));
+            let (classes, attributes) = (
+                &b.classes[f * k..(f + 1) * k],
+                &b.attributes[f * k..(f + 1) * k],
+            );
+            for issue in check::frame_row(
+                row,
+                b.num_boxes[f],
+                classes,
+                attributes,
+                k,
+                n_classes,
+                n_attrs,
+            ) {
+                add(issue.check, issue.to_string());
             }
             let m = nb.min(k);
             let sl = |v: &[f32], width: usize| v[f * k * width..(f + 1) * k * width].to_vec();
@@ -300,8 +321,6 @@ fn check_values(r: &ShardReader, ctx: &mut Ctx) -> anyhow::Result<()> {
                 sl(&b.attr_scores, 1),
                 sl(&b.features, d),
             );
-            let classes = &b.classes[f * k..(f + 1) * k];
-            let attributes = &b.attributes[f * k..(f + 1) * k];
             for (name, v, width) in [
                 ("features", &feats, d),
                 ("boxes", &boxes, 4),
@@ -321,8 +340,8 @@ fn check_values(r: &ShardReader, ctx: &mut Ctx) -> anyhow::Result<()> {
                     add("non-finite", format!("{name} = {v}"));
                 }
             }
-            // Valid boxes: inside the image, locations consistent, indices in range.
-            let (mut outside, mut bad_loc, mut bad_class) = (Vec::new(), Vec::new(), Vec::new());
+            // Valid boxes: inside the image, locations consistent with them.
+            let (mut outside, mut bad_loc) = (Vec::new(), Vec::new());
             for j in 0..m {
                 let bx: [f32; 4] = boxes[j * 4..j * 4 + 4].try_into().expect("4");
                 let inside = bx[0] >= -BOX_EPS
@@ -343,12 +362,6 @@ fn check_values(r: &ShardReader, ctx: &mut Ctx) -> anyhow::Result<()> {
                 {
                     bad_loc.push(format!("box {j}: {have:?} vs {want:?} from the box"));
                 }
-                if classes[j] >= n_classes || attributes[j] >= n_attrs {
-                    bad_class.push(format!(
-                        "box {j}: class {} attribute {}",
-                        classes[j], attributes[j]
-                    ));
-                }
             }
             if !outside.is_empty() {
                 add(
@@ -367,16 +380,6 @@ fn check_values(r: &ShardReader, ctx: &mut Ctx) -> anyhow::Result<()> {
                         "{} location(s) disagree with their boxes: {}",
                         bad_loc.len(),
                         bad_loc[0]
-                    ),
-                );
-            }
-            if !bad_class.is_empty() {
-                add(
-                    "class-index",
-                    format!(
-                        "{} index(es) out of range ({n_classes} classes, {n_attrs} attributes): {}",
-                        bad_class.len(),
-                        bad_class[0]
                     ),
                 );
             }

@@ -68,18 +68,33 @@ pub fn verify(out: &Path, items: &[Item], shard_size: usize) -> VerifyReport {
             continue;
         };
         let name = schema::shard_file_name(s.id);
+        let path = out.join(&name);
+        // The same checks as `inspect --validate`, reading every chunk once.
+        let problems = crate::inspect::check_shard(&path, false).problems;
+        if let Some(first) = problems.first() {
+            let more = match problems.len() {
+                1 => String::new(),
+                n => format!(
+                    " (and {} more problem(s): inspect --validate lists them)",
+                    n - 1
+                ),
+            };
+            rep.corrupt_shards.push(format!("{first}{more}"));
+        }
         let expected: HashSet<&str> = items[s.start..s.end]
             .iter()
             .map(|i| i.id.as_str())
             .collect();
         let read = (|| {
-            let r = ShardReader::open(&out.join(&name))?;
+            let r = ShardReader::open(&path)?;
             Ok::<_, crate::shard::ShardError>((r.item_ids()?, r.num_frame_rows()?))
         })();
         let (ids, frames) = match read {
             Ok(x) => x,
             Err(e) => {
-                rep.corrupt_shards.push(format!("{name}: {e}"));
+                if problems.is_empty() {
+                    rep.corrupt_shards.push(format!("{name}: {e}"));
+                }
                 continue;
             }
         };
@@ -90,7 +105,7 @@ pub fn verify(out: &Path, items: &[Item], shard_size: usize) -> VerifyReport {
                 done.written,
                 done.frames
             ));
-        } else {
+        } else if problems.is_empty() {
             rep.shards_ok += 1;
         }
         for id in ids.iter().chain(done.failed.iter().map(|f| &f.id)) {

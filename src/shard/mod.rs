@@ -2,6 +2,7 @@
 //! [`schema`]). [`ShardWriter`] appends items and commits atomically; [`ShardReader`] reads
 //! them back for `inspect`, `verify` and the trainer.
 
+pub mod check;
 mod reader;
 pub mod schema;
 mod writer;

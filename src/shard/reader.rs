@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use half::f16;
-use hdf5::types::{FloatSize, IntSize, TypeDescriptor, VarLenUnicode};
+use hdf5::types::VarLenUnicode;
 use hdf5::{File, H5Type};
 use ndarray::s;
 
+use super::check::{self, Issue, Layout};
 use super::schema::{self, attr, frame, item};
 use super::{FeatureDtype, ShardError};
 
@@ -35,33 +36,52 @@ pub struct FrameBlock {
     pub frame_times: Vec<f32>,
 }
 
-/// An open shard.
+/// An open shard whose layout has been checked (see [`check`]).
 pub struct ShardReader {
     file: File,
     path: PathBuf,
+    layout: Layout,
 }
 
 impl ShardReader {
-    /// Opens a shard read-only and checks its schema name and version.
+    /// Opens a shard read-only and checks its schema name and version and its layout (every
+    /// attribute and dataset, with dtypes and shapes agreeing on N, T, K, D), so that later reads
+    /// cannot index past a dataset.
     pub fn open(path: &Path) -> Result<Self, ShardError> {
-        let file = File::open(path).map_err(|e| ShardError::at(path, e))?;
-        let r = Self {
+        Self::check_open(path).map_err(|problems| ShardError::at(path, problems.join("; ")))
+    }
+
+    /// [`ShardReader::open`], listing every layout problem instead of joining them.
+    pub fn check_open(path: &Path) -> Result<Self, Vec<String>> {
+        let file = File::open(path).map_err(|e| vec![format!("cannot open as HDF5: {e}")])?;
+        let text = |name: &str| {
+            file.attr(name)
+                .and_then(|a| a.read_scalar::<VarLenUnicode>())
+                .map(|v| v.as_str().to_string())
+        };
+        let name = text(attr::SCHEMA).map_err(|e| {
+            vec![format!(
+                "attribute {}: {e} (not a regionfeat shard?)",
+                attr::SCHEMA
+            )]
+        })?;
+        let version = file
+            .attr(attr::SCHEMA_VERSION)
+            .and_then(|a| a.read_scalar::<u32>())
+            .map_err(|e| vec![format!("attribute {}: {e}", attr::SCHEMA_VERSION)])?;
+        if name != schema::SCHEMA_NAME || version != schema::SCHEMA_VERSION {
+            return Err(vec![format!(
+                "schema {name:?} v{version}, this regionfeat reads {:?} v{}",
+                schema::SCHEMA_NAME,
+                schema::SCHEMA_VERSION
+            )]);
+        }
+        let layout = check::layout(&file)?;
+        Ok(Self {
             file,
             path: path.to_path_buf(),
-        };
-        let name = r.attr_str(attr::SCHEMA)?;
-        let version: u32 = r.attr_num(attr::SCHEMA_VERSION)?;
-        if name != schema::SCHEMA_NAME || version != schema::SCHEMA_VERSION {
-            return Err(ShardError::at(
-                path,
-                format!(
-                    "schema {name:?} v{version}, this regionfeat reads {:?} v{}",
-                    schema::SCHEMA_NAME,
-                    schema::SCHEMA_VERSION
-                ),
-            ));
-        }
-        Ok(r)
+            layout,
+        })
     }
 
     /// Path of the file.
@@ -71,6 +91,14 @@ impl ShardReader {
 
     fn err(&self, e: impl std::fmt::Display) -> ShardError {
         ShardError::at(&self.path, e)
+    }
+
+    /// The first of `issues` as an error.
+    fn refuse(&self, issues: Vec<Issue>) -> Result<(), ShardError> {
+        match issues.into_iter().next() {
+            Some(issue) => Err(self.err(issue)),
+            None => Ok(()),
+        }
     }
 
     /// A string root attribute.
@@ -93,12 +121,12 @@ impl ShardReader {
 
     /// K.
     pub fn max_boxes(&self) -> Result<usize, ShardError> {
-        Ok(self.attr_num::<u32>(attr::MAX_BOXES)? as usize)
+        Ok(self.layout.k)
     }
 
     /// D.
     pub fn feature_dim(&self) -> Result<usize, ShardError> {
-        Ok(self.attr_num::<u32>(attr::FEATURE_DIM)? as usize)
+        Ok(self.layout.d)
     }
 
     /// Shard number.
@@ -134,10 +162,7 @@ impl ShardReader {
 
     /// Number of items.
     pub fn len(&self) -> Result<usize, ShardError> {
-        self.file
-            .dataset(item::ID)
-            .map(|d| d.shape()[0])
-            .map_err(|e| self.err(e))
+        Ok(self.layout.n)
     }
 
     /// Whether the shard has no item.
@@ -147,10 +172,7 @@ impl ShardReader {
 
     /// Number of frame rows.
     pub fn num_frame_rows(&self) -> Result<usize, ShardError> {
-        self.file
-            .dataset(frame::NUM_BOXES)
-            .map(|d| d.shape()[0])
-            .map_err(|e| self.err(e))
+        Ok(self.layout.t)
     }
 
     /// Item ids.
@@ -168,9 +190,33 @@ impl ShardReader {
         self.read_strings(item::SOURCE)
     }
 
-    /// Kinds (0 video, 1 image).
+    /// Every problem of the item tables: kinds other than 0 and 1, frame ranges that are not
+    /// contiguous or leave the T rows, `frame_item` disagreeing with them.
+    pub fn item_issues(&self) -> Result<Vec<Issue>, ShardError> {
+        let (starts, counts) = self.frame_ranges_unchecked()?;
+        let mut issues = check::kinds(&self.read_all(item::KIND)?);
+        issues.extend(check::frame_ranges(
+            &starts,
+            &counts,
+            Some(&self.frame_items()?),
+            self.layout.t,
+        ));
+        Ok(issues)
+    }
+
+    /// `frame_start` and `num_frames` as stored.
+    pub fn frame_ranges_unchecked(&self) -> Result<(Vec<u64>, Vec<u32>), ShardError> {
+        Ok((
+            self.read_all(item::FRAME_START)?,
+            self.read_all(item::NUM_FRAMES)?,
+        ))
+    }
+
+    /// Kinds (0 video, 1 image; anything else is refused).
     pub fn kinds(&self) -> Result<Vec<u8>, ShardError> {
-        self.read_all(item::KIND)
+        let kinds = self.read_all(item::KIND)?;
+        self.refuse(check::kinds(&kinds))?;
+        Ok(kinds)
     }
 
     /// Manifest rows.
@@ -189,10 +235,17 @@ impl ShardReader {
         Ok(flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
     }
 
-    /// `(frame_start, num_frames)` per item.
+    /// `(frame_start, num_frames)` per item, refused unless the items own contiguous rows
+    /// covering the shard's T rows and `frame_item` agrees.
     pub fn frame_ranges(&self) -> Result<Vec<(u64, u32)>, ShardError> {
-        let starts: Vec<u64> = self.read_all(item::FRAME_START)?;
-        let counts: Vec<u32> = self.read_all(item::NUM_FRAMES)?;
+        let (starts, counts) = self.frame_ranges_unchecked()?;
+        let owners = self.frame_items()?;
+        self.refuse(check::frame_ranges(
+            &starts,
+            &counts,
+            Some(&owners),
+            self.layout.t,
+        ))?;
         Ok(starts.into_iter().zip(counts).collect())
     }
 
@@ -232,140 +285,53 @@ impl ShardReader {
 
     /// Storage type of `features`.
     pub fn feature_dtype(&self) -> Result<FeatureDtype, ShardError> {
-        let ds = self
-            .file
-            .dataset(frame::FEATURES)
-            .map_err(|e| self.err(e))?;
-        let size = ds.dtype().map(|t| t.size()).map_err(|e| self.err(e))?;
-        Ok(if size == 2 {
+        Ok(if self.layout.f16 {
             FeatureDtype::F16
         } else {
             FeatureDtype::F32
         })
     }
 
-    /// Checks the layout against `schemas/shard-v1.md`: every root attribute present, every
-    /// dataset present with its dtype and shape (N, T, K, D as the file declares them).
-    /// Returns one message per violation (empty when the layout conforms).
-    pub fn check_schema(&self) -> Vec<String> {
-        use TypeDescriptor as T;
-        let mut problems = Vec::new();
-        for name in [
-            attr::SCHEMA,
-            attr::SCHEMA_VERSION,
-            attr::TOOL_VERSION,
-            attr::SHARD_ID,
-            attr::DETECTOR_NAME,
-            attr::DETECTOR_SHA256,
-            attr::CLASS_NAMES,
-            attr::ATTRIBUTE_NAMES,
-            attr::FEATURE_DIM,
-            attr::MAX_BOXES,
-            attr::CONFIG,
-        ] {
-            if self.file.attr(name).is_err() {
-                problems.push(format!("missing root attribute {name}"));
-            }
+    /// Reads frame rows `start .. start + count`, refused when a row holds an index out of
+    /// range (`num_boxes` > K, a class or attribute of a valid box past its name list).
+    pub fn read_frames(&self, start: u64, count: usize) -> Result<FrameBlock, ShardError> {
+        let b = self.read_frames_unchecked(start, count)?;
+        let Layout {
+            k,
+            n_classes,
+            n_attributes,
+            ..
+        } = self.layout;
+        for f in 0..count {
+            self.refuse(check::frame_row(
+                start as usize + f,
+                b.num_boxes[f],
+                &b.classes[f * k..(f + 1) * k],
+                &b.attributes[f * k..(f + 1) * k],
+                k,
+                n_classes,
+                n_attributes,
+            ))?;
         }
-        for (name, parse) in [
-            (attr::CLASS_NAMES, true),
-            (attr::ATTRIBUTE_NAMES, true),
-            (attr::CONFIG, false),
-        ] {
-            if let Ok(text) = self.attr_str(name) {
-                let ok = if parse {
-                    serde_json::from_str::<Vec<String>>(&text).is_ok()
-                } else {
-                    serde_json::from_str::<serde_json::Value>(&text).is_ok()
-                };
-                if !ok {
-                    problems.push(format!(
-                        "root attribute {name} is not valid JSON of the documented type"
-                    ));
-                }
-            }
-        }
-        let (k, d) = match (self.max_boxes(), self.feature_dim()) {
-            (Ok(k), Ok(d)) => (k, d),
-            _ => return problems,
-        };
-        let shape0 = |name: &str| {
-            self.file
-                .dataset(name)
-                .ok()
-                .and_then(|ds| ds.shape().first().copied())
-        };
-        let (n, t) = (
-            shape0(item::ID).unwrap_or(0),
-            shape0(frame::NUM_BOXES).unwrap_or(0),
-        );
-        let (u8_, u32_, u64_, f32_) = (
-            T::Unsigned(IntSize::U1),
-            T::Unsigned(IntSize::U4),
-            T::Unsigned(IntSize::U8),
-            T::Float(FloatSize::U4),
-        );
-        let want: Vec<(&str, Vec<TypeDescriptor>, Vec<usize>)> = vec![
-            (item::ID, vec![T::VarLenUnicode], vec![n]),
-            (item::CAPTION, vec![T::VarLenUnicode], vec![n]),
-            (item::SOURCE, vec![T::VarLenUnicode], vec![n]),
-            (item::KIND, vec![u8_], vec![n]),
-            (item::MANIFEST_INDEX, vec![u64_.clone()], vec![n]),
-            (item::FRAME_START, vec![u64_], vec![n]),
-            (item::NUM_FRAMES, vec![u32_.clone()], vec![n]),
-            (item::IMAGE_HW, vec![u32_.clone()], vec![n, 2]),
-            (item::DURATION, vec![f32_.clone()], vec![n]),
-            (frame::ITEM, vec![u32_.clone()], vec![t]),
-            (frame::TIMESTAMPS, vec![f32_.clone()], vec![t]),
-            (frame::FRAME_TIMES, vec![f32_.clone()], vec![t]),
-            (frame::NUM_BOXES, vec![u32_.clone()], vec![t]),
-            (frame::BOXES, vec![f32_.clone()], vec![t, k, 4]),
-            (frame::LOCATIONS, vec![f32_.clone()], vec![t, k, 7]),
-            (frame::SCORES, vec![f32_.clone()], vec![t, k]),
-            (frame::CLASSES, vec![u32_.clone()], vec![t, k]),
-            (frame::ATTRIBUTES, vec![u32_], vec![t, k]),
-            (frame::ATTR_SCORES, vec![f32_.clone()], vec![t, k]),
-            (
-                frame::FEATURES,
-                vec![T::Float(FloatSize::U2), f32_],
-                vec![t, k, d],
-            ),
-        ];
-        for (name, types, shape) in want {
-            let ds = match self.file.dataset(name) {
-                Ok(ds) => ds,
-                Err(_) => {
-                    problems.push(format!("missing dataset {name}"));
-                    continue;
-                }
-            };
-            if ds.shape() != shape {
-                problems.push(format!(
-                    "dataset {name}: shape {:?}, expected {shape:?}",
-                    ds.shape()
-                ));
-            }
-            match ds.dtype().and_then(|t| t.to_descriptor()) {
-                Ok(desc) if types.contains(&desc) => {}
-                Ok(desc) => problems.push(format!(
-                    "dataset {name}: dtype {desc}, expected {}",
-                    types[0]
-                )),
-                Err(e) => problems.push(format!("dataset {name}: unreadable dtype: {e}")),
-            }
-        }
-        problems
+        Ok(b)
     }
 
-    /// Reads frame rows `start .. start + count`.
-    pub fn read_frames(&self, start: u64, count: usize) -> Result<FrameBlock, ShardError> {
+    /// Reads frame rows `start .. start + count` as stored, for validators that report each
+    /// bad value themselves; the rows must lie within the shard.
+    pub fn read_frames_unchecked(
+        &self,
+        start: u64,
+        count: usize,
+    ) -> Result<FrameBlock, ShardError> {
+        let t = self.layout.t;
+        if start.saturating_add(count as u64) > t as u64 {
+            return Err(self.err(format!(
+                "frame rows {start}..{} requested, the shard has {t}",
+                start.saturating_add(count as u64)
+            )));
+        }
         let start = start as usize;
-        let ds = self
-            .file
-            .dataset(frame::FEATURES)
-            .map_err(|e| self.err(e))?;
-        let is_f16 = ds.dtype().map(|t| t.size() == 2).map_err(|e| self.err(e))?;
-        let features = if is_f16 {
+        let features = if self.layout.f16 {
             self.rows::<f16>(frame::FEATURES, start, count)?
                 .into_iter()
                 .map(f32::from)

@@ -29,11 +29,27 @@ def frames(f):
             yield ident, int(kinds[i]), j, row, m, int(hw[i][0]), int(hw[i][1])
 
 
+def folders(out):
+    """Item id -> folder, from the export's ids.jsonl; each folder must stay inside OUT."""
+    dirs = {}
+    with open(os.path.join(out, "ids.jsonl")) as lines:
+        for line in lines:
+            entry = json.loads(line)
+            path = os.path.realpath(os.path.join(out, entry["dir"]))
+            if os.path.commonpath([path, os.path.realpath(out)]) != os.path.realpath(out):
+                fail(f"{entry} leaves {out}")
+            dirs[entry["id"]] = entry["dir"]
+    if len(set(dirs.values())) != len(dirs):
+        fail("two ids share a folder")
+    return dirs
+
+
 def check_npz(f, out):
     feats = f["features"]
+    dirs = folders(out)
     count = 0
     for ident, kind, j, row, m, h, w in frames(f):
-        path = os.path.join(out, ident, f"{j}.npz")
+        path = os.path.join(out, dirs[ident], f"{j}.npz")
         if not os.path.exists(path):
             fail(f"missing {path}")
         with np.load(path, allow_pickle=True) as z:
@@ -51,6 +67,8 @@ def check_npz(f, out):
                 fail(f"{path}: info is {type(info)}")
             if info["image_h"] != h or info["image_w"] != w or info["num_boxes"] != m:
                 fail(f"{path}: info sizes")
+            if info["image_id"] != (ident if kind == 1 else f"{ident}/{j}"):
+                fail(f"{path}: image_id {info['image_id']!r} is not item {ident!r}")
             if not np.array_equal(info["objects_id"], f["classes"][row, :m].astype(np.int64)):
                 fail(f"{path}: objects_id differs")
             if not np.array_equal(info["objects_conf"], f["scores"][row, :m]):
