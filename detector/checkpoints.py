@@ -4,7 +4,9 @@ Two formats are understood (key/shape tables: `key_tables/*.tsv`):
 
 * ``milvlg`` — MILVLG bottom-up-attention.pytorch ``bua-caffe-frcn-r101_with_attributes.pth``
   (the original Caffe model converted to detectron2 naming). Our module names are theirs, so the
-  map is the identity. Box conventions: Caffe ("caffe" flavour).
+  map is the identity. Box conventions: Caffe ("caffe" flavour). Anchors: the checkpoint's own
+  ``proposal_generator.anchor_generator.cell_anchors.0`` buffer when it has one (detectron2
+  saves it with some exports), else py-faster-rcnn ``generate_anchors``.
 * ``hf`` — HF ``unc-nlp/frcnn-vg-finetuned`` ``pytorch_model.bin`` (transformers
   ``examples/research_projects/lxmert/modeling_frcnn.py``, weights from airsplay's
   py-bottom-up-attention conversion). Differences handled here:
@@ -33,6 +35,10 @@ from frcnn import DetectorConfig, VGDetector
 
 FORMATS = ("milvlg", "hf")
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
+# Where detectron2's DefaultAnchorGenerator keeps the cell anchors of feature level N (one level in
+# a C4 model).
+CHECKPOINT_ANCHORS = "proposal_generator.anchor_generator.cell_anchors.0"
+_ANCHORS = "proposal_generator.cell_anchors"
 
 
 class CheckpointError(Exception):
@@ -119,8 +125,8 @@ def _hf_source(key: str) -> str:
         for a, b in ren.items():
             if rest.startswith(a):
                 return p + b + rest[len(a):]
-    if key == "proposal_generator.cell_anchors":
-        return "proposal_generator.anchor_generator.cell_anchors.0"
+    if key == _ANCHORS:
+        return CHECKPOINT_ANCHORS
     return key
 
 
@@ -140,18 +146,32 @@ def _hf_transform(key: str, src: torch.Tensor, want: tuple):
     return (lambda: src), want
 
 
+def anchor_source(sd: dict, fmt: str) -> str:
+    """Where the model's cell anchors come from, for the export log: the checkpoint's own
+    buffer, or (MILVLG files without one) py-faster-rcnn's `generate_anchors`."""
+    if CHECKPOINT_ANCHORS in sd or fmt == "hf":
+        return f"anchors from the checkpoint ({CHECKPOINT_ANCHORS})"
+    return "anchors generated (py-faster-rcnn generate_anchors; the checkpoint has none)"
+
+
 def load_into(model: VGDetector, sd: dict, fmt: str) -> list:
     """Copies `sd` into `model` (whose config must already be adapted to `fmt`). Returns the list
     of checkpoint keys that were not used. Raises CheckpointError naming every missing or
     mis-shaped tensor."""
     target = model.state_dict()
     new, missing, bad, used = {}, [], [], set()
+    levels = sorted(k for k in sd if k.startswith(CHECKPOINT_ANCHORS[:-1]) and k != CHECKPOINT_ANCHORS)
+    if levels:
+        bad.append(f"{', '.join(levels)}: the checkpoint has anchors for more than one feature level; "
+                   f"this C4 model has one ({CHECKPOINT_ANCHORS})")
     for key, t in target.items():
         if key.endswith(_IGNORED_SUFFIXES):
             continue
         src_key = key if fmt == "milvlg" else _hf_source(key)
-        if key == "proposal_generator.cell_anchors" and fmt == "milvlg":
-            continue  # Caffe anchors are generated (MILVLG keeps none in the checkpoint)
+        if key == _ANCHORS and fmt == "milvlg":
+            if CHECKPOINT_ANCHORS not in sd:
+                continue  # the model keeps its generated py-faster-rcnn anchors
+            src_key = CHECKPOINT_ANCHORS
         if src_key not in sd:
             missing.append(src_key)
             continue
@@ -176,13 +196,14 @@ def load_into(model: VGDetector, sd: dict, fmt: str) -> list:
         raise CheckpointError(f"{fmt} checkpoint does not fit preset {model.cfg.name!r}:\n  " + "\n  ".join(lines))
     result = model.load_state_dict(new, strict=False)
     leftover = [k for k in result.missing_keys if not k.endswith(_IGNORED_SUFFIXES)
-                and not (k == "proposal_generator.cell_anchors" and fmt == "milvlg")]
+                and not (k == _ANCHORS and fmt == "milvlg")]
     assert not leftover, leftover
     return sorted(k for k in sd if k not in used and not k.endswith(_IGNORED_SUFFIXES))
 
 
 def build_from_checkpoint(cfg: DetectorConfig, path: str, fmt: str | None = None, trust: bool = False):
-    """Reads `path`, picks the format (auto unless given), adapts the config, builds and loads."""
+    """Reads `path`, picks the format (auto unless given), adapts the config, builds and loads.
+    Returns (model, format, where the anchors came from)."""
     sd = read_state_dict(path, trust=trust)
     fmt = fmt or detect_format(sd)
     cfg = adapt_config(cfg, fmt)
@@ -191,7 +212,7 @@ def build_from_checkpoint(cfg: DetectorConfig, path: str, fmt: str | None = None
     if unused:
         print(f"warning: {len(unused)} checkpoint tensor(s) not used: {', '.join(unused[:10])}"
               + (" ..." if len(unused) > 10 else ""), file=sys.stderr)
-    return model.eval(), fmt
+    return model.eval(), fmt, anchor_source(sd, fmt)
 
 
 def read_key_table(path: str) -> list:

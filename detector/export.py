@@ -8,8 +8,9 @@ pytorch_model.bin, format detected from the keys):
 Seeded random weights (tests, demos, benchmarks):
     python detector/export.py --preset vg-tiny --seed 0 --out vg-tiny.onnx
 
-The graph takes `images` f32 [B,3,H,W] and `image_sizes` f32 [B,2] (B, H, W dynamic) and returns
-`boxes`, `class_scores`, `attr_scores`, `features` ([B,R,*]); see detector/README.md.
+The graph takes `images` f32 [B,3,H,W], `image_sizes` f32 [B,2] and `image_scales` f32 [B] (B, H, W
+dynamic) and returns `boxes`, `class_scores`, `attr_scores`, `features` ([B,R,*]); see
+detector/README.md.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ if HERE not in sys.path:
 
 CONTRACT_VERSION = "1"
 OPSET = 17
-INPUTS = ["images", "image_sizes"]
+INPUTS = ["images", "image_sizes", "image_scales"]
 OUTPUTS = ["boxes", "class_scores", "attr_scores", "features"]
 
 
@@ -78,11 +79,12 @@ def build_model(preset: str, seed=None, checkpoint=None, fmt=None, trust=False):
     cfg = presets.get(preset)
     if checkpoint is not None:
         import checkpoints
-        model, fmt = checkpoints.build_from_checkpoint(cfg, checkpoint, fmt=fmt, trust=trust)
-        source = f"checkpoint {os.path.basename(checkpoint)} ({fmt}) sha256={sha256_file(checkpoint)[:16]}"
+        model, fmt, anchors = checkpoints.build_from_checkpoint(cfg, checkpoint, fmt=fmt, trust=trust)
+        source = (f"checkpoint {os.path.basename(checkpoint)} ({fmt}) sha256={sha256_file(checkpoint)[:16]}, "
+                  f"{anchors}")
     else:
         model = frcnn.init_seeded(frcnn.VGDetector(cfg), seed).eval()
-        source = f"seeded random weights, seed={seed}"
+        source = f"seeded random weights, seed={seed}, anchors generated"
     return model, source
 
 
@@ -104,8 +106,8 @@ def metadata(cfg, classes, attributes, source) -> dict:
 
 
 def dummy_inputs(cfg, batch=2):
-    """A padded batch for tracing and the smoke run. The graph is size-agnostic, so a small frame
-    keeps the vg-r101 trace quick."""
+    """A padded batch for tracing and the smoke run (images, image_sizes, image_scales). The graph
+    is size-agnostic, so a small frame keeps the vg-r101 trace quick."""
     import torch
     h, w = min(cfg.shorter_side, 224), min(cfg.max_side, 320)
     g = torch.Generator().manual_seed(0)
@@ -115,7 +117,8 @@ def dummy_inputs(cfg, batch=2):
     for i in range(1, batch):
         images[i, :, int(sizes[i, 0]):, :] = 0
         images[i, :, :, int(sizes[i, 1]):] = 0
-    return images, sizes
+    scales = torch.tensor([1.0 + 0.25 * i for i in range(batch)], dtype=torch.float32)
+    return images, sizes, scales
 
 
 def export(model, out_path, classes, attributes, source, fp16=False, opset=OPSET):
@@ -134,8 +137,9 @@ def export(model, out_path, classes, attributes, source, fp16=False, opset=OPSET
         model = frcnn.fold_batchnorm(copy.deepcopy(model))
         f32_weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
         model.set_trunk_dtype(torch.bfloat16)
-    images, sizes = dummy_inputs(cfg)
-    dyn = {"images": {0: "batch", 2: "height", 3: "width"}, "image_sizes": {0: "batch"}}
+    inputs = dummy_inputs(cfg)
+    dyn = {"images": {0: "batch", 2: "height", 3: "width"}, "image_sizes": {0: "batch"},
+           "image_scales": {0: "batch"}}
     for o in OUTPUTS:
         dyn[o] = {0: "batch", 1: "regions"}
     out_dir = os.path.dirname(os.path.abspath(out_path))
@@ -145,7 +149,7 @@ def export(model, out_path, classes, attributes, source, fp16=False, opset=OPSET
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / deprecation chatter
         with torch.no_grad():
-            torch.onnx.export(model, (images, sizes), tmp, dynamo=False, opset_version=opset,
+            torch.onnx.export(model, inputs, tmp, dynamo=False, opset_version=opset,
                               input_names=INPUTS, output_names=OUTPUTS, dynamic_axes=dyn,
                               do_constant_folding=True)
     m = onnx.load(tmp)
@@ -167,8 +171,11 @@ def smoke_run(path, cfg):
     import numpy as np
     import onnxruntime as ort
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    images, sizes = dummy_inputs(cfg)
-    boxes, cls, attr, feat = sess.run(OUTPUTS, {"images": images.numpy(), "image_sizes": sizes.numpy()})
+    images, sizes, scales = dummy_inputs(cfg)
+    feed = {"images": images.numpy(), "image_sizes": sizes.numpy(), "image_scales": scales.numpy()}
+    # detectron2-flavour graphs (HF checkpoints) do not use image_scales, so the export drops it
+    declared = {i.name for i in sess.get_inputs()}
+    boxes, cls, attr, feat = sess.run(OUTPUTS, {k: v for k, v in feed.items() if k in declared})
     b, r = boxes.shape[:2]
     assert cls.shape == (b, r, cfg.num_classes + 1) and attr.shape == (b, r, cfg.num_attributes + 1)
     assert feat.shape == (b, r, cfg.feature_dim)

@@ -10,6 +10,7 @@ attribute head (feature concatenated with an embedding of the argmax class).
 The forward pass implements `schemas/detector-contract.md`:
     images       f32 [B,3,H,W]  preprocessed (BGR, mean subtracted), zero padded bottom/right
     image_sizes  f32 [B,2]      (h, w) of each valid image inside the padding
+    image_scales f32 [B]        resize factor original -> resized (py-faster-rcnn `im_scale`)
     -> boxes [B,R,4], class_scores [B,R,C+1], attr_scores [B,R,A+1], features [B,R,D]
 Boxes are the RPN proposals (not class-regressed), in resized-image pixels, clipped to the valid
 region. R = min(post_nms_topk, pre-NMS candidates); images with fewer surviving proposals are padded
@@ -57,7 +58,9 @@ class DetectorConfig:
     pre_nms_topk: int = 6000
     post_nms_topk: int = 300
     rpn_nms_thresh: float = 0.7
-    min_proposal_size: float = 16.0  # in resized-image pixels (see README: deviation)
+    # caffe: proposals with a side under min_proposal_size x image_scale (original-image pixels)
+    # are dropped; detectron2 flavour: a fixed threshold in resized-image pixels
+    min_proposal_size: float = 16.0
     flavour: str = "caffe"
     # RoI head
     pooler_resolution: int = 14
@@ -227,7 +230,7 @@ class ProposalGenerator(nn.Module):
         super().__init__()
         self.rpn_head = RPNHead(cfg.res4_channels, cfg.rpn_channels, cfg.num_anchors)
         # Base anchors relative to each feature cell's top-left shift; replaced by a checkpoint's own
-        # `cell_anchors` when it carries them (HF frcnn).
+        # `cell_anchors` when it carries them (HF frcnn always, MILVLG exports sometimes).
         self.register_buffer("cell_anchors", default_cell_anchors(cfg), persistent=True)
 
 
@@ -338,17 +341,22 @@ class VGDetector(nn.Module):
         ph = torch.exp(dh) * h
         return torch.stack([pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph], dim=-1)
 
-    def proposals(self, feat: torch.Tensor, image_sizes: torch.Tensor):
+    def proposals(self, feat: torch.Tensor, image_sizes: torch.Tensor, image_scales: torch.Tensor):
         """Returns proposal boxes [B,R,4] (f32), a validity mask [B,R] (bool) and RPN scores [B,R]."""
         cfg = self.cfg
         caffe = cfg.flavour == "caffe"
         a = cfg.num_anchors
         logits, deltas = self.proposal_generator.rpn_head(feat)
         logits, deltas = logits.float(), deltas.float()
-        # (B, 2A, Hf, Wf) -> (B, 2, A, HfWf) -> fg prob -> (B, HfWf, A) -> (B, N)
+        # (B, 2A, Hf, Wf) -> (B, 2, A, HfWf) -> (B, HfWf, A) -> (B, N)
         b = logits.shape[0]
         logits = logits.reshape(b, 2, a, -1)
         scores = torch.softmax(logits, dim=1)[:, 1].transpose(1, 2).reshape(b, -1)
+        # Ranking key: the foreground-minus-background logit. softmax([bg, fg])[1] = sigmoid(fg - bg)
+        # is monotone in it, so the order is the probability's, but it does not saturate: in float32
+        # the probability is exactly 1.0 for every logit gap above ~17, and the order of such ties
+        # would be left to the sort's tie-breaking.
+        fg_logit = (logits[:, 1] - logits[:, 0]).transpose(1, 2).reshape(b, -1)
         deltas = deltas.reshape(b, a, 4, -1).permute(0, 3, 1, 2).reshape(b, -1, 4)  # (B, N, 4)
         boxes = self._decode(self._anchors(feat), deltas)
 
@@ -365,10 +373,17 @@ class VGDetector(nn.Module):
         bw = boxes[..., 2] - boxes[..., 0]
         bh = boxes[..., 3] - boxes[..., 1]
         valid = (bw > 0) & (bh > 0)
-        valid = valid & (bw + one > cfg.min_proposal_size) & (bh + one > cfg.min_proposal_size)
+        # py-faster-rcnn / MILVLG: the minimum side is min_size original-image pixels, i.e.
+        # min_size x im_scale in the resized image. detectron2 / HF: a fixed threshold.
+        if caffe:
+            min_side = cfg.min_proposal_size * image_scales.float()[:, None]  # (B,1)
+        else:
+            min_side = torch.full((b, 1), cfg.min_proposal_size, dtype=boxes.dtype)
+        valid = valid & (bw + one > min_side) & (bh + one > min_side)
 
         # pre-NMS top-k: caffe/MILVLG filter first then rank; detectron2/HF rank then filter.
-        rank_scores = torch.where(valid, scores, torch.full_like(scores, -1.0)) if caffe else scores
+        rank_scores = (torch.where(valid, fg_logit, torch.full_like(fg_logit, -math.inf)) if caffe
+                       else fg_logit)
         k = _topk_min(rank_scores, cfg.pre_nms_topk, 1)
         top_scores, top_idx = _topk_desc(rank_scores, k)
         top_boxes = torch.gather(boxes, 1, top_idx.unsqueeze(-1).expand(-1, -1, 4))
@@ -399,10 +414,14 @@ class VGDetector(nn.Module):
         return out_boxes, out_valid, out_scores
 
     # -- full forward ------------------------------------------------------------------------
-    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor):
+    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor, image_scales: torch.Tensor | None = None):
+        """`image_scales` [B] is the resize factor from each original frame to `images`
+        (py-faster-rcnn's `im_scale`); omitted, the frames count as unresized (factor 1)."""
         cfg = self.cfg
+        if image_scales is None:
+            image_scales = torch.ones(images.shape[0], dtype=torch.float32)
         feat = self.backbone(images.to(self._trunk_dtype()))
-        boxes, valid, _ = self.proposals(feat, image_sizes.float())
+        boxes, valid, _ = self.proposals(feat, image_sizes.float(), image_scales)
         b, r = boxes.shape[0], boxes.shape[1]
         bidx = torch.arange(b, dtype=torch.float32)[:, None, None].expand(-1, r, 1)
         rois = torch.cat([bidx, boxes], dim=-1).reshape(-1, 5)

@@ -24,7 +24,8 @@ def vg_tiny() -> DetectorConfig:
         anchor_scales=(1, 2, 4, 8),  # 16..128 px anchors for 128..200 px frames
         pre_nms_topk=600,
         post_nms_topk=50,
-        min_proposal_size=4.0,
+        # 16 original-image pixels like vg-r101 (x image_scale ~0.25 for a 500 px frame: ~4 px)
+        min_proposal_size=16.0,
         pooler_resolution=14,
         num_classes=20,
         num_attributes=10,

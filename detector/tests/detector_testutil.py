@@ -17,3 +17,21 @@ def padded_batch(sizes, seed=0):
         img = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0]
         imgs[i, :, :h, :w] = img + torch.randn(3, h, w, generator=g) * 5
     return imgs, torch.tensor(sizes, dtype=torch.float32)
+
+
+# vg-tiny frames are ~128 px on the shorter side; a 320x500 original is scaled by 0.4.
+TYPICAL_SCALE = 0.4
+
+
+def scales_for(sizes, scale=TYPICAL_SCALE):
+    """image_scales [B] (resize factor original -> resized) for a batch from padded_batch."""
+    import torch
+    return torch.full((len(sizes),), scale, dtype=torch.float32)
+
+
+def feed(session, imgs, sizes, scales):
+    """The ONNX Runtime input dict of a batch; `image_scales` only if the model declares it (as the
+    extractor does: detectron2-flavour graphs do not use it, so their export drops it)."""
+    d = {"images": imgs.numpy(), "image_sizes": sizes.numpy(), "image_scales": scales.numpy()}
+    declared = {i.name for i in session.get_inputs()}
+    return {k: v for k, v in d.items() if k in declared}

@@ -11,7 +11,7 @@ import checkpoints
 import export
 import frcnn
 import presets
-from detector_testutil import DETECTOR, padded_batch
+from detector_testutil import DETECTOR, feed, padded_batch, scales_for
 
 TABLES = os.path.join(DETECTOR, "key_tables")
 
@@ -192,9 +192,9 @@ def test_export_from_a_checkpoint_matches_the_seeded_export(tmp_path, tiny_model
     out = str(tmp_path / "from-ckpt.onnx")
     assert export.main(["--preset", "vg-tiny", "--checkpoint", str(ckpt), "--out", out]) == 0
     imgs, s = padded_batch([(128, 200), (110, 160)], seed=7)
-    feed = {"images": imgs.numpy(), "image_sizes": s.numpy()}
-    a = ort.InferenceSession(out).run(None, feed)
-    b = ort.InferenceSession(tiny_onnx).run(None, feed)
+    sa, sb = ort.InferenceSession(out), ort.InferenceSession(tiny_onnx)
+    a = sa.run(None, feed(sa, imgs, s, scales_for(s)))
+    b = sb.run(None, feed(sb, imgs, s, scales_for(s)))
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
 
@@ -227,14 +227,15 @@ def test_hf_flavour_graph_matches_pytorch(tmp_path):
     torch.save(tiny_hf_state_dict(), ckpt)
     out = str(tmp_path / "hf-tiny.onnx")
     assert export.main(["--preset", "vg-tiny", "--checkpoint", str(ckpt), "--out", out]) == 0
-    model, fmt = checkpoints.build_from_checkpoint(presets.get("vg-tiny"), str(ckpt))
-    assert fmt == "hf"
+    model, fmt, anchors = checkpoints.build_from_checkpoint(presets.get("vg-tiny"), str(ckpt))
+    assert fmt == "hf" and "from the checkpoint" in anchors
     sess = ort.InferenceSession(out)
     for sizes in ([(128, 200), (100, 150)], [(20, 30)]):
         imgs, s = padded_batch(sizes, seed=3)
+        sc = scales_for(sizes)
         with torch.no_grad():
-            ref = [t.numpy() for t in model(imgs, s)]
-        got = sess.run(None, {"images": imgs.numpy(), "image_sizes": s.numpy()})
+            ref = [t.numpy() for t in model(imgs, s, sc)]
+        got = sess.run(None, feed(sess, imgs, s, sc))
         np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-3)
         np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-5)
         np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=1e-5)

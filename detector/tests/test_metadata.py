@@ -40,6 +40,7 @@ def test_metadata_parses_and_matches_outputs(tiny_onnx):
     # batch, height and width are dynamic; the class / attribute / feature widths are fixed
     assert all(isinstance(v, str) for v in (ins["images"].shape[0], ins["images"].shape[2], ins["images"].shape[3]))
     assert ins["images"].shape[1] == 3 and ins["image_sizes"].shape[1] == 2
+    assert len(ins["image_scales"].shape) == 1 and isinstance(ins["image_scales"].shape[0], str)
     assert outs["boxes"].shape[2] == 4
     assert outs["class_scores"].shape[2] == len(classes) + 1
     assert outs["attr_scores"].shape[2] == len(attributes) + 1

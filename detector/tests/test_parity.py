@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from detector_testutil import padded_batch
+from detector_testutil import feed, padded_batch, scales_for
 
 BOX_ATOL, PROB_ATOL, FEAT_ATOL, FEAT_RTOL = 1e-3, 1e-5, 1e-4, 1e-4
 CASES = {
@@ -27,10 +27,10 @@ def session(tiny_onnx):
 
 def run_both(model, session, sizes, seed=1):
     imgs, s = padded_batch(sizes, seed)
+    sc = scales_for(sizes)
     with torch.no_grad():
-        ref = [t.numpy() for t in model(imgs, s)]
-    got = session.run(["boxes", "class_scores", "attr_scores", "features"],
-                      {"images": imgs.numpy(), "image_sizes": s.numpy()})
+        ref = [t.numpy() for t in model(imgs, s, sc)]
+    got = session.run(["boxes", "class_scores", "attr_scores", "features"], feed(session, imgs, s, sc))
     return ref, got, s.numpy()
 
 
@@ -77,14 +77,15 @@ def test_fp16_export_runs_and_keeps_the_contract(tmp_path, tiny_model):
     sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
     assert [o.type for o in sess.get_outputs()] == ["tensor(float)"] * 3 + ["tensor(float16)"]
     imgs, s = padded_batch([(128, 200), (100, 150)], seed=4)
-    boxes, cls, attr, feat = sess.run(None, {"images": imgs.numpy(), "image_sizes": s.numpy()})
+    sc = scales_for(s)
+    boxes, cls, attr, feat = sess.run(None, feed(sess, imgs, s, sc))
     assert feat.dtype == np.float16 and np.isfinite(feat).all()
     np.testing.assert_allclose(cls.sum(-1), 1.0, atol=1e-3)
     sn = s.numpy()
     assert (boxes[..., 2] <= sn[:, 1:2]).all() and (boxes[..., 3] <= sn[:, 0:1]).all()
     # Half precision may reorder near-tied proposals but finds nearly the same set.
     with torch.no_grad():
-        ref_boxes = tiny_model(imgs, s)[0].numpy()
+        ref_boxes = tiny_model(imgs, s, sc)[0].numpy()
     for i in range(2):
         d = np.abs(ref_boxes[i][:, None, :] - boxes[i][None, :, :]).max(-1)
         assert (d.min(0) < 1.0).mean() > 0.8
