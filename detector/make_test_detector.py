@@ -6,8 +6,12 @@ boxes overlap and NMS matters), jittered by the cell's colour; class/attribute s
 features are seeded random projections of each cell's mean colour and position. It runs in
 milliseconds on CPU, so tests and the demo exercise the real ONNX Runtime path end to end.
 
+With --image-scales the model also declares the contract's optional `image_scales` input and
+writes each frame's value into feature column 0 of every candidate, so tests can see what the
+extractor feeds.
+
 Usage: make_test_detector.py OUT.onnx [--feature-dim 64] [--seed 0] [--omit-metadata KEY]
-       [--nan-boxes] [--shorter-side N --max-side N]
+       [--nan-boxes] [--shorter-side N --max-side N] [--image-scales]
 """
 import argparse
 import json
@@ -30,7 +34,8 @@ PREPROCESS = {"channel_order": "BGR", "pixel_mean": [102.98, 115.95, 122.77],
               "pixel_std": [1.0, 1.0, 1.0], "shorter_side": 96, "max_side": 160, "size_divisibility": 0}
 
 
-def build(feature_dim: int, seed: int, omit=(), nan_boxes=False, sizes=None) -> onnx.ModelProto:
+def build(feature_dim: int, seed: int, omit=(), nan_boxes=False, sizes=None,
+          image_scales=False) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     r_total = sum(g * g for g in GRIDS)
     c1, a1 = len(CLASSES) + 1, len(ATTRIBUTES) + 1
@@ -90,7 +95,7 @@ def build(feature_dim: int, seed: int, omit=(), nan_boxes=False, sizes=None) -> 
         helper.make_node("MatMul", ["hidden", "w_attr"], ["attr_logits"]),
         helper.make_node("Softmax", ["attr_logits"], ["attr_scores"], axis=-1),
         helper.make_node("MatMul", ["hidden", "w_feat"], ["feat_lin"]),
-        helper.make_node("Relu", ["feat_lin"], ["features"]),
+        helper.make_node("Relu", ["feat_lin"], ["features" if not image_scales else "feat_relu"]),
         helper.make_node("MatMul", ["hidden", "w_box"], ["box_lin"]),
         helper.make_node("Tanh", ["box_lin"], ["box_t"]),
         helper.make_node("Mul", ["box_t", "jitter"], ["box_j"]),
@@ -103,6 +108,22 @@ def build(feature_dim: int, seed: int, omit=(), nan_boxes=False, sizes=None) -> 
     if nan_boxes:  # tests only: a model gone bad, whose boxes are all NaN
         nodes.append(helper.make_node("Mul", ["boxes_ok", "box_poison"], ["boxes"]))
         inits["box_poison"] = np.array([np.nan], np.float32)
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["B", 3, "H", "W"]),
+              helper.make_tensor_value_info("image_sizes", TensorProto.FLOAT, ["B", 2])]
+    if image_scales:
+        # features[..., 0] = image_scales[b] (col0 * 0 + scale broadcasts the [B,1,1] scale to [B,R,1])
+        inits.update({"scale_axes": np.array([1, 2], np.int64), "s0": np.array([0], np.int64),
+                      "s1": np.array([1], np.int64), "s_end": np.array([feature_dim], np.int64),
+                      "ax2": np.array([2], np.int64)})
+        nodes += [
+            helper.make_node("Unsqueeze", ["image_scales", "scale_axes"], ["scale_b11"]),
+            helper.make_node("Slice", ["feat_relu", "s0", "s1", "ax2"], ["col0"]),
+            helper.make_node("Mul", ["col0", "zero"], ["col0_zero"]),
+            helper.make_node("Add", ["col0_zero", "scale_b11"], ["scale_col"]),
+            helper.make_node("Slice", ["feat_relu", "s1", "s_end", "ax2"], ["rest"]),
+            helper.make_node("Concat", ["scale_col", "rest"], ["features"], axis=2),
+        ]
+        inputs.append(helper.make_tensor_value_info("image_scales", TensorProto.FLOAT, ["B"]))
     # Drop the unused Flatten nodes (kept above only as a reminder would confuse readers).
     nodes = [n for n in nodes if n.op_type != "Flatten"]
     del inits["bc_shape"], inits["rc"], inits["last_axis"]
@@ -110,8 +131,7 @@ def build(feature_dim: int, seed: int, omit=(), nan_boxes=False, sizes=None) -> 
     graph = helper.make_graph(
         nodes,
         "regionfeat_test_grid_detector",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["B", 3, "H", "W"]),
-         helper.make_tensor_value_info("image_sizes", TensorProto.FLOAT, ["B", 2])],
+        inputs,
         [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["B", r_total, 4]),
          helper.make_tensor_value_info("class_scores", TensorProto.FLOAT, ["B", r_total, c1]),
          helper.make_tensor_value_info("attr_scores", TensorProto.FLOAT, ["B", r_total, a1]),
@@ -148,11 +168,14 @@ def main() -> None:
                     help="output NaN boxes (to test that regionfeat fails such items)")
     ap.add_argument("--shorter-side", type=int, help="declare another preprocess.shorter_side")
     ap.add_argument("--max-side", type=int, help="declare another preprocess.max_side")
+    ap.add_argument("--image-scales", action="store_true",
+                    help="declare the optional image_scales input and write it into feature column 0")
     args = ap.parse_args()
     if args.feature_dim <= 0:
         sys.exit("--feature-dim must be positive")
     sizes = {k: v for k, v in (("shorter_side", args.shorter_side), ("max_side", args.max_side)) if v is not None}
-    onnx.save(build(args.feature_dim, args.seed, args.omit_metadata, args.nan_boxes, sizes), args.out)
+    onnx.save(build(args.feature_dim, args.seed, args.omit_metadata, args.nan_boxes, sizes, args.image_scales),
+              args.out)
     print(f"wrote {args.out}")
 
 

@@ -338,3 +338,112 @@ fn a_directory_of_media_is_a_manifest_without_captions() {
     assert!(r.captions().unwrap().iter().all(String::is_empty));
     assert!(r.kinds().unwrap().iter().all(|&k| k == 1));
 }
+
+/// `(width, height)` of a file's first video stream, from the ffprobe CLI.
+fn ffprobe_size(path: &std::path::Path) -> (u32, u32) {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=width,height", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe CLI (apt ffmpeg)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u32> = text.trim().split(',').map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+#[test]
+fn models_that_declare_image_scales_get_each_frames_resize_factor() {
+    // test-grid --image-scales copies `image_scales` into feature column 0 of every candidate.
+    let dir = tempdir();
+    let model = dir.path().join("grid-scales.onnx");
+    run_python(&[
+        path_str(&repo().join("detector/make_test_detector.py")),
+        path_str(&model),
+        "--image-scales",
+    ]);
+    let run = |det: &std::path::Path, out: &str| {
+        let o = regionfeat(&[
+            "extract",
+            "--detector",
+            path_str(det),
+            "--out",
+            path_str(&dir.path().join(out)),
+            "--feature-dtype",
+            "f32",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        ShardReader::open(&dir.path().join(out).join("shard-000000.h5")).unwrap()
+    };
+    let with = run(&model, "with");
+    // A model without the input still runs (it is optional), on the same boxes.
+    let without = run(&test_detector(), "without");
+    let manifest = std::fs::read_to_string(examples().join("samples.jsonl")).unwrap();
+    let paths: Vec<String> = manifest
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let (k, d) = (with.max_boxes().unwrap(), with.feature_dim().unwrap());
+    let mut seen = Vec::new();
+    for (i, &(start, n)) in with.frame_ranges().unwrap().iter().enumerate() {
+        // py-faster-rcnn im_scale for test-grid's preprocess (shorter side 96, longer <= 160)
+        let (w, h) = ffprobe_size(&examples().join(&paths[i]));
+        let (short, long) = (w.min(h) as f64, w.max(h) as f64);
+        let mut scale = 96.0 / short;
+        if (long * scale).round() > 160.0 {
+            scale = 160.0 / long;
+        }
+        let b = with.read_frames(start, n as usize).unwrap();
+        for f in 0..n as usize {
+            for j in 0..b.num_boxes[f] as usize {
+                let got = b.features[(f * k + j) * d];
+                assert_eq!(got, scale as f32, "{} frame {f} box {j}", paths[i]);
+            }
+        }
+        assert_eq!(
+            b.boxes,
+            without.read_frames(start, n as usize).unwrap().boxes
+        );
+        seen.push(scale);
+    }
+    seen.dedup();
+    assert!(seen.len() > 2, "the samples have several sizes: {seen:?}");
+}
+
+#[test]
+fn an_exported_vg_tiny_with_image_scales_extracts_the_samples() {
+    // A fresh export (examples/models/vg-tiny.onnx may predate the input).
+    let dir = tempdir();
+    let model = dir.path().join("vg-tiny.onnx");
+    run_python(&[
+        path_str(&repo().join("detector/export.py")),
+        "--preset",
+        "vg-tiny",
+        "--seed",
+        "0",
+        "--out",
+        path_str(&model),
+    ]);
+    let inputs = run_python(&[
+        "-c",
+        "import onnx,sys; print([i.name for i in onnx.load(sys.argv[1]).graph.input])",
+        path_str(&model),
+    ]);
+    assert!(inputs.contains("image_scales"), "{inputs}");
+    let out = dir.path().join("out");
+    let o = regionfeat(&[
+        "extract",
+        "--detector",
+        path_str(&model),
+        "--out",
+        path_str(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = check_shard_with_h5py(&out.join("shard-000000.h5"));
+    assert_eq!(v["items"], 10);
+}

@@ -41,14 +41,23 @@ impl ResizeRule {
     /// Output `(width, height)` for an input of `(width, height)`: the shorter side becomes
     /// `shorter_side` unless the longer side would exceed `max_side` (bottom-up-attention rule).
     pub fn apply(&self, width: u32, height: u32) -> (u32, u32) {
-        let (short, long) = (width.min(height) as f64, width.max(height) as f64);
-        let mut scale = self.shorter_side as f64 / short;
-        if (long * scale).round() > self.max_side as f64 {
-            scale = self.max_side as f64 / long;
-        }
+        let scale = self.scale(width, height);
         let w = ((width as f64 * scale).round() as u32).max(1);
         let h = ((height as f64 * scale).round() as u32).max(1);
         (w, h)
+    }
+
+    /// The resize factor for an input of `(width, height)`: `shorter_side / shorter`, or
+    /// `max_side / longer` when that would make the longer side exceed `max_side`
+    /// (py-faster-rcnn's `im_scale`; output sizes are the input times this, rounded).
+    pub fn scale(&self, width: u32, height: u32) -> f64 {
+        let (short, long) = (width.min(height) as f64, width.max(height) as f64);
+        let scale = self.shorter_side as f64 / short;
+        if (long * scale).round() > self.max_side as f64 {
+            self.max_side as f64 / long
+        } else {
+            scale
+        }
     }
 }
 
@@ -84,6 +93,9 @@ pub struct RgbFrame {
     pub width: u32,
     /// Height of `rgb` in pixels.
     pub height: u32,
+    /// The resize factor from the decoded frame to `rgb` (1 when not resized); the detector's
+    /// `image_scales` input.
+    pub scale: f32,
     /// `height * width * 3` bytes.
     pub rgb: Vec<u8>,
 }
@@ -206,5 +218,9 @@ mod tests {
         assert_eq!(r.apply(640, 480), (800, 600));
         assert_eq!(r.apply(480, 640), (600, 800));
         assert_eq!(r.apply(176, 144), (733, 600));
+        // im_scale: the shorter side's factor unless the longer side caps it
+        assert_eq!(r.scale(500, 375), 1.6);
+        assert_eq!(r.scale(1280, 720), 1000.0 / 1280.0);
+        assert_eq!(r.scale(720, 1280), 1000.0 / 1280.0);
     }
 }

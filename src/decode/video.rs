@@ -624,9 +624,9 @@ impl<'o> Sampler<'o> {
         if self.rotation % 180 == 90 {
             std::mem::swap(&mut up_w, &mut up_h);
         }
-        let (mut out_w, mut out_h) = match self.opts.resize {
-            Some(rule) => rule.apply(up_w, up_h),
-            None => (up_w, up_h),
+        let ((mut out_w, mut out_h), scale) = match self.opts.resize {
+            Some(rule) => (rule.apply(up_w, up_h), rule.scale(up_w, up_h) as f32),
+            None => ((up_w, up_h), 1.0),
         };
         if self.rotation % 180 == 90 {
             std::mem::swap(&mut out_w, &mut out_h);
@@ -675,6 +675,7 @@ impl<'o> Sampler<'o> {
             frame_time,
             width,
             height,
+            scale,
             rgb: packed,
         })
     }

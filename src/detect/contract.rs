@@ -39,6 +39,8 @@ pub mod names {
     pub const IMAGES: &str = "images";
     /// Valid `(h, w)` per image `[B,2]`.
     pub const IMAGE_SIZES: &str = "image_sizes";
+    /// Optional: resize factor per image `[B]` (fed only to models that declare it).
+    pub const IMAGE_SCALES: &str = "image_scales";
     /// Candidate boxes `[B,R,4]`.
     pub const BOXES: &str = "boxes";
     /// Class probabilities `[B,R,C+1]`.

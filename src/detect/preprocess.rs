@@ -4,13 +4,16 @@
 use super::contract::Preprocess;
 use crate::decode::RgbFrame;
 
-/// A padded batch: `[B,3,H,W]` values and `[B,2]` valid sizes.
+/// A padded batch: `[B,3,H,W]` values, `[B,2]` valid sizes and `[B]` resize factors.
 #[derive(Debug)]
 pub struct Batch {
     /// Padded pixel data.
     pub images: Vec<f32>,
     /// `(h, w)` pairs.
     pub image_sizes: Vec<f32>,
+    /// Resize factor of each frame from its decoded size (fed as `image_scales` to models that
+    /// declare that input).
+    pub image_scales: Vec<f32>,
     /// Batch size.
     pub len: usize,
     /// Padded height.
@@ -54,6 +57,7 @@ pub fn batch_from_rgb(frames: &[&RgbFrame], pre: &Preprocess) -> Batch {
     Batch {
         images,
         image_sizes,
+        image_scales: frames.iter().map(|f| f.scale).collect(),
         len: frames.len(),
         height,
         width,
@@ -81,6 +85,7 @@ mod tests {
             frame_time: 0.0,
             width: w,
             height: h,
+            scale: 1.0,
             rgb,
         }
     }
@@ -102,7 +107,10 @@ mod tests {
     fn padding_bottom_right() {
         // 2 wide x 1 tall, and 1 wide x 2 tall; all channels equal so only layout is tested.
         let a = frame(2, 1, vec![11; 6]);
-        let b = frame(1, 2, vec![12; 6]);
+        let b = RgbFrame {
+            scale: 0.5,
+            ..frame(1, 2, vec![12; 6])
+        };
         let p = Preprocess {
             pixel_mean: [10.0; 3],
             pixel_std: [1.0; 3],
@@ -119,5 +127,6 @@ mod tests {
             &[2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0]
         );
         assert_eq!(batch.image_sizes, vec![1.0, 2.0, 2.0, 1.0]);
+        assert_eq!(batch.image_scales, vec![1.0, 0.5]);
     }
 }

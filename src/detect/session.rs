@@ -209,6 +209,8 @@ pub struct Detector {
     session: Session,
     info: DetectorInfo,
     device: Device,
+    /// The model declares the optional `image_scales` input.
+    feeds_scales: bool,
 }
 
 impl Detector {
@@ -254,10 +256,15 @@ impl Detector {
         drop(meta);
         let info = DetectorInfo::from_metadata(&map, sha256)?;
         check_io(&session)?;
+        let feeds_scales = session
+            .inputs()
+            .iter()
+            .any(|i| i.name() == names::IMAGE_SCALES);
         let mut detector = Self {
             session,
             info,
             device,
+            feeds_scales,
         };
         detector.dry_run()?;
         Ok(detector)
@@ -284,6 +291,7 @@ impl Detector {
             frame_time: 0.0,
             width: s as u32,
             height: s as u32,
+            scale: 1.0,
             rgb: vec![0; 3 * s * s],
         };
         let batch = super::preprocess::batch_from_rgb(&[&frame], &self.info.preprocess);
@@ -306,10 +314,13 @@ impl Detector {
         .map_err(run_err)?;
         let sizes = TensorRef::from_array_view(([batch.len, 2], &batch.image_sizes[..]))
             .map_err(run_err)?;
-        let outputs = self
-            .session
-            .run(ort::inputs! { names::IMAGES => images, names::IMAGE_SIZES => sizes })
-            .map_err(run_err)?;
+        let mut inputs = ort::inputs! { names::IMAGES => images, names::IMAGE_SIZES => sizes };
+        if self.feeds_scales {
+            let scales = TensorRef::from_array_view(([batch.len], &batch.image_scales[..]))
+                .map_err(run_err)?;
+            inputs.push((names::IMAGE_SCALES.into(), scales.into()));
+        }
+        let outputs = self.session.run(inputs).map_err(run_err)?;
         let c1 = self.info.classes.len() + 1;
         let a1 = self.info.attributes.len() + 1;
         let d = self.info.feature_dim;
