@@ -33,11 +33,17 @@ def rnd(x: float) -> int:
     return int(math.floor(x + 0.5))
 
 
-def resize_rule(w: int, h: int, short: int, max_side: int) -> tuple[int, int]:
+def im_scale(w: int, h: int, short: int, max_side: int) -> float:
+    """The resize factor (py-faster-rcnn im_scale; the detector's optional image_scales input)."""
     s, l = min(w, h), max(w, h)
     scale = short / s
     if rnd(l * scale) > max_side:
         scale = max_side / l
+    return scale
+
+
+def resize_rule(w: int, h: int, short: int, max_side: int) -> tuple[int, int]:
+    scale = im_scale(w, h, short, max_side)
     return max(1, rnd(w * scale)), max(1, rnd(h * scale))
 
 
@@ -226,6 +232,7 @@ def main() -> None:
     pre = json.loads(meta["regionfeat.preprocess"])
     classes, attributes = json.loads(meta["regionfeat.classes"]), json.loads(meta["regionfeat.attributes"])
     d = int(meta["regionfeat.feature_dim"])
+    feeds_scales = "image_scales" in {i.name for i in sess.get_inputs()}
     dtype = np.float16 if a.feature_dtype == "f16" else np.float32
     out = ShardOut(a.max_boxes, d, dtype)
     busy = dict(decode=0.0, detect=0.0, select=0.0, write=0.0)
@@ -234,11 +241,14 @@ def main() -> None:
         """group: list of (item, decoded); runs the detector batch_size frames at a time."""
         t = time.perf_counter()
         chws = [c for _, dec in group for c in dec["chw"]]
+        scales = [dec["scale"] for _, dec in group for _ in dec["chw"]]
         res = []
         for s in range(0, len(chws), a.batch_size):
             images, sizes = make_batch(chws[s: s + a.batch_size], pre.get("size_divisibility", 0))
-            b, c, sc, fe = sess.run(["boxes", "class_scores", "attr_scores", "features"],
-                                    {"images": images, "image_sizes": sizes})
+            inputs = {"images": images, "image_sizes": sizes}
+            if feeds_scales:
+                inputs["image_scales"] = np.asarray(scales[s: s + a.batch_size], np.float32)
+            b, c, sc, fe = sess.run(["boxes", "class_scores", "attr_scores", "features"], inputs)
             res += [(b[i], c[i], sc[i], fe[i].astype(np.float32)) for i in range(len(b))]
         t2 = time.perf_counter(); busy["detect"] += t2 - t
         pos = 0
@@ -261,7 +271,8 @@ def main() -> None:
         t = time.perf_counter()
         try:
             rgbs, times, fts, w, h, dur = decode(item["abspath"], item["is_image"], a.frames, pre["shorter_side"], pre["max_side"])
-            dec = dict(chw=[prepare(x, pre) for x in rgbs], times=times, frame_times=fts, w=w, h=h, duration=dur)
+            dec = dict(chw=[prepare(x, pre) for x in rgbs], times=times, frame_times=fts, w=w, h=h, duration=dur,
+                       scale=im_scale(w, h, pre["shorter_side"], pre["max_side"]))
         except Exception as e:  # noqa: BLE001 - a failed item is skipped like regionfeat does
             print(f"{item['id']}: {e}", file=sys.stderr)
             failed += 1

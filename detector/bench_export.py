@@ -61,7 +61,8 @@ def stage_infer(args) -> dict:
     rng = np.random.default_rng(0)
     images = (rng.standard_normal((args.batch, 3, args.height, args.width)) * 60).astype(np.float32)
     sizes = np.tile(np.array([[args.height, args.width]], np.float32), (args.batch, 1))
-    feed = {"images": images, "image_sizes": sizes}
+    feed = {"images": images, "image_sizes": sizes, "image_scales": np.ones(args.batch, np.float32)}
+    feed = {k: v for k, v in feed.items() if k in {i.name for i in sess.get_inputs()}}
     tw = time.perf_counter()
     out = sess.run(None, feed)  # warm-up
     warm = time.perf_counter() - tw

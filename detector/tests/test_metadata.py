@@ -34,9 +34,9 @@ def test_metadata_parses_and_matches_outputs(tiny_onnx):
     sess = ort.InferenceSession(tiny_onnx, providers=["CPUExecutionProvider"])
     ins = {i.name: i for i in sess.get_inputs()}
     outs = {o.name: o for o in sess.get_outputs()}
-    assert list(ins) == ["images", "image_sizes"]
+    assert list(ins) == ["images", "image_sizes", "image_scales"]
     assert list(outs) == ["boxes", "class_scores", "attr_scores", "features"]
-    assert ins["images"].type == ins["image_sizes"].type == "tensor(float)"
+    assert ins["images"].type == ins["image_sizes"].type == ins["image_scales"].type == "tensor(float)"
     # batch, height and width are dynamic; the class / attribute / feature widths are fixed
     assert all(isinstance(v, str) for v in (ins["images"].shape[0], ins["images"].shape[2], ins["images"].shape[3]))
     assert ins["images"].shape[1] == 3 and ins["image_sizes"].shape[1] == 2
