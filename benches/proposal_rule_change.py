@@ -91,6 +91,7 @@ def main() -> int:
                 real = cls[:, 1:].max(-1) > 0  # padding candidates are one-hot on column 0
                 order = pp.select(boxes, cls, attr, sel)[0]
                 out[name] = (boxes[real], boxes[order])
+            print(f"{item['id']} frame {j}", file=sys.stderr, flush=True)
             rows.append({"item": item["id"], "frame": j, "size": [w, h], "scale": scale,
                          "proposals": len(out["after"][0]),
                          "proposals_changed": not_shared(out["after"][0], out["before"][0]),
