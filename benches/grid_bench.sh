@@ -64,6 +64,10 @@ say "  regionfeat (default: decode threads $((NPROC / 2 > 0 ? NPROC / 2 : 1)), O
 say "  regionfeat (--decode-threads 1 --intra-threads $NPROC):          $(printf %.2f "$best_rf1") frames/s"
 say "  PyTorch eager ($(jfield "$OUT/py_1.json" torch_threads) threads, PyAV decode):                $(printf %.2f "$best_py") frames/s"
 say "  ratio regionfeat/PyTorch: $(ratio "$best_rf" "$best_py")x default, $(ratio "$best_rf1" "$best_py")x with all cores to ONNX Runtime"
+cpu_rf() { "$PY" -c 'import json,sys; print(min(sum(json.load(open(f))[k] for k in ("cpu_s","sys_s")) for f in sys.argv[1:]))' "$@"; }
+cpu_py() { "$PY" -c 'import json,sys; print(min(json.load(open(f))["cpu_seconds"] for f in sys.argv[1:]))' "$@"; }
+C_RF=$(cpu_rf "$OUT"/rf_default_*.time); C_PY=$(cpu_py "$OUT"/py_*.json)
+say "  CPU seconds for the $((NV * 8)) frames (user+sys, least of $ROUNDS; robust to load): regionfeat $(printf %.1f "$C_RF")  PyTorch $(printf %.1f "$C_PY")  ratio $(ratio "$C_PY" "$C_RF")x less CPU"
 say "  PyTorch busy (round 1): $("$PY" -c 'import json,sys; b=json.load(open(sys.argv[1]))["busy"]; print(", ".join(f"{k} {v:.2f}s" for k,v in b.items()))' "$OUT/py_1.json")"
 say "  regionfeat stage busy (round 1): $("$PY" benches/fmt.py busy "$OUT/rf_default_1.json")"
 
