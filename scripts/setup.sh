@@ -2,7 +2,7 @@
 # Installs everything regionfeat needs on a fresh Debian 12 machine, then builds it.
 #   - apt: FFmpeg dev libs, HDF5, clang (bindgen), pkg-config
 #   - .venv: onnxruntime (its libonnxruntime.so is what the binary loads), h5py, torch, ...
-#   - the bundled test detector (examples/models/test-grid.onnx)
+#   - the bundled test detector (examples/models/test-grid.onnx), vg-tiny and vit-tiny
 #   - cargo build --release (and --features train when REGIONFEAT_TRAIN=1)
 # Idempotent: steps already done are skipped quickly.
 set -euo pipefail
@@ -41,8 +41,13 @@ if [ ! -f examples/models/test-grid.onnx ] || [ detector/make_test_detector.py -
 fi
 
 # vg-tiny: the real VG Faster R-CNN graph (narrow, seeded weights) for the demo and the tests.
-if [ ! -f examples/models/vg-tiny.onnx ] || [ -n "$(find detector -name '*.py' -newer examples/models/vg-tiny.onnx | head -n1)" ]; then
+if [ ! -f examples/models/vg-tiny.onnx ] || [ -n "$(find detector -name '*.py' ! -name 'vit.py' ! -name 'export_grid.py' ! -path '*/tests/*' -newer examples/models/vg-tiny.onnx | head -n1)" ]; then
   .venv/bin/python detector/export.py --preset vg-tiny --seed 0 --out examples/models/vg-tiny.onnx
+fi
+
+# vit-tiny: the ViT grid model (narrow, seeded weights) for the grid demo and tests.
+if [ ! -f examples/models/vit-tiny.onnx ] || [ detector/vit.py -nt examples/models/vit-tiny.onnx ] || [ detector/export_grid.py -nt examples/models/vit-tiny.onnx ]; then
+  .venv/bin/python detector/export_grid.py --preset vit-tiny --seed 0 --out examples/models/vit-tiny.onnx
 fi
 
 source scripts/env.sh

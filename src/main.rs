@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Extract region features from videos and images into HDF5 shards.
+    /// Extract region features (region detector) or feature grids (grid model) from videos and images into HDF5 shards.
     Extract(ExtractArgs),
     /// Check an output directory against its manifest (exit 0 clean, 1 items failed, 2 incomplete/corrupt).
     Verify(VerifyArgs),
@@ -55,7 +55,7 @@ struct InspectArgs {
     /// Check schema and values; exit 1 when there is any problem.
     #[arg(long, conflicts_with_all = ["item", "draw"])]
     validate: bool,
-    /// Draw the item's frames (decoded again) with their boxes into this PNG contact sheet.
+    /// Draw the item's frames (decoded again) with their boxes (grid shards: the model's cells) into this PNG contact sheet.
     #[arg(long, requires = "item")]
     draw: Option<PathBuf>,
     /// Folder that a relative source path is resolved against (for --draw).
@@ -107,9 +107,12 @@ struct ExtractArgs {
     /// Manifest format (webvid, cc3m, jsonl, dir) [default: from the extension]
     #[arg(long)]
     format: Option<ManifestFormat>,
-    /// ONNX detector honouring schemas/detector-contract.md [default: examples/models/vg-tiny.onnx, made by scripts/setup.sh]
-    #[arg(long)]
-    detector: Option<PathBuf>,
+    /// ONNX model: a region detector (schemas/detector-contract.md) or a grid model (schemas/grid-contract.md), told apart by its outputs [default: examples/models/vg-tiny.onnx, made by scripts/setup.sh]
+    #[arg(long = "model", visible_alias = "detector")]
+    model: Option<PathBuf>,
+    /// Grid models: average-pool the Hg x Wg grid to N x N before writing (e.g. 7 for 14x14 → 7x7).
+    #[arg(long, value_name = "N")]
+    grid_pool: Option<usize>,
     /// Output directory [default: out/samples]
     #[arg(long)]
     out: Option<PathBuf>,
@@ -207,7 +210,7 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     let examples = PathBuf::from(EXAMPLES);
     let manifest_path = a.manifest.unwrap_or_else(|| examples.join("samples.jsonl"));
     let detector = a
-        .detector
+        .model
         .unwrap_or_else(|| examples.join("models/vg-tiny.onnx"));
     let out = a.out.unwrap_or_else(|| PathBuf::from("out/samples"));
     let mut cfg = ExtractConfig::new(detector, out.clone());
@@ -216,6 +219,7 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     cfg.select.min_boxes = a.min_boxes;
     cfg.select.conf_threshold = a.conf_threshold;
     cfg.select.nms_iou = a.nms_iou;
+    cfg.grid_pool = a.grid_pool;
     cfg.batch_size = a.batch_size;
     cfg.devices = a.device;
     // On CPU the detector and the decoders share the cores: split them rather than

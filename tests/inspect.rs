@@ -74,7 +74,7 @@ fn inspect_json_matches_the_shard() {
         "10 items",
         "31 frames",
         "test-grid",
-        "regionfeat-shard v1",
+        "regionfeat-shard v2",
         "boxes per frame",
         "top 9 classes",
     ] {

@@ -5,6 +5,7 @@ mod util;
 
 mod decode;
 mod extract;
+mod grid;
 mod input;
 mod inspect;
 mod jobs;

@@ -130,3 +130,22 @@ pub fn check_shard_with_h5py(shard: &Path) -> serde_json::Value {
     ]);
     serde_json::from_str(out.trim()).expect("check_shard.py prints JSON")
 }
+
+/// The ViT grid model in its `vit-tiny` preset, exported by `detector/export_grid.py` with
+/// seeded weights (scripts/setup.sh makes it; made here if absent).
+pub fn vit_tiny_model() -> PathBuf {
+    let p = examples().join("models/vit-tiny.onnx");
+    if !p.exists() {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        run_python(&[
+            repo().join("detector/export_grid.py").to_str().unwrap(),
+            "--preset",
+            "vit-tiny",
+            "--seed",
+            "0",
+            "--out",
+            p.to_str().unwrap(),
+        ]);
+    }
+    p
+}

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::ResizeRule;
+use crate::shard::ModelKind;
 
 /// The contract version this build understands.
 pub const CONTRACT_VERSION: &str = "1";
@@ -67,6 +68,14 @@ pub struct Preprocess {
     /// Padded batch sizes are rounded up to a multiple of this (0 = no rounding).
     #[serde(default)]
     pub size_divisibility: u32,
+    /// Grid models: every frame is center-cropped to this square after the resize (0 = none;
+    /// not part of a region detector's metadata, see `schemas/grid-contract.md`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub center_crop: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl Preprocess {
@@ -99,6 +108,12 @@ pub struct DetectorInfo {
     pub attributes: Vec<String>,
     /// Feature dimension D.
     pub feature_dim: usize,
+    /// Region detector or grid model (from the outputs).
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// Grid models: `(Hg, Wg)` of the output, learnt from the dry run at open.
+    #[serde(default)]
+    pub grid_hw: (usize, usize),
 }
 
 /// A broken contract: the message says what the model lacks.
@@ -187,6 +202,8 @@ impl DetectorInfo {
             classes,
             attributes,
             feature_dim,
+            kind: ModelKind::Regions,
+            grid_hw: (0, 0),
         })
     }
 }

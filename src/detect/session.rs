@@ -10,6 +10,7 @@ use ort::value::{TensorElementType, TensorRef};
 
 use super::contract::{names, ContractError, DetectorInfo};
 use super::preprocess::Batch;
+use crate::shard::ModelKind;
 
 /// Where a detector session runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,8 +207,8 @@ impl Candidates {
 
 /// An open detector session.
 pub struct Detector {
-    session: Session,
-    info: DetectorInfo,
+    pub(super) session: Session,
+    pub(super) info: DetectorInfo,
     device: Device,
     /// The model declares the optional `image_scales` input.
     feeds_scales: bool,
@@ -254,8 +255,19 @@ impl Detector {
             }
         }
         drop(meta);
-        let info = DetectorInfo::from_metadata(&map, sha256)?;
-        check_io(&session)?;
+        let kind = super::grid::kind_of(&session, &map)?;
+        let info = match kind {
+            ModelKind::Regions => {
+                let info = DetectorInfo::from_metadata(&map, sha256)?;
+                check_io(&session)?;
+                info
+            }
+            ModelKind::Grid => {
+                let info = super::grid::info_from_metadata(&map, sha256)?;
+                super::grid::check_io(&session)?;
+                info
+            }
+        };
         let feeds_scales = session
             .inputs()
             .iter()
@@ -295,7 +307,11 @@ impl Detector {
             rgb: vec![0; 3 * s * s],
         };
         let batch = super::preprocess::batch_from_rgb(&[&frame], &self.info.preprocess);
-        self.run(&batch).map(|_| ()).map_err(|e| match e {
+        let result = match self.info.kind {
+            ModelKind::Regions => self.run(&batch).map(|_| ()),
+            ModelKind::Grid => self.grid_dry_run(&batch),
+        };
+        result.map_err(|e| match e {
             DetectError::Run(r) => DetectError::Contract(ContractError(format!(
                 "a dry run on a {s}x{s} frame failed: {r}"
             ))),

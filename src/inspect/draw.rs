@@ -305,6 +305,44 @@ pub fn draw_item(
     })
 }
 
+/// Colour of the grid overlay of a grid shard.
+pub const GRID_COLOUR: [u8; 3] = [0, 255, 255];
+
+/// The square a grid model saw, in original-frame pixels `(x0, y0, side)`: the resize to the
+/// model's size keeps the aspect ratio, so the centre crop is the centre square of the
+/// shorter side (`schemas/grid-contract.md`; exact up to a pixel for aspect ratios <= 4).
+pub fn grid_crop(width: u32, height: u32) -> (f64, f64, f64) {
+    let side = width.min(height) as f64;
+    (
+        ((width as f64 - side) / 2.0).floor(),
+        ((height as f64 - side) / 2.0).floor(),
+        side,
+    )
+}
+
+/// Outlines the crop square and its `h × w` cells, 1 pixel wide.
+fn draw_grid(
+    c: &mut Canvas,
+    item: &ItemDetail,
+    [gh, gw]: [usize; 2],
+    (ox, oy): (u32, u32),
+    (sx, sy): (f64, f64),
+) {
+    let (x0, y0, side) = grid_crop(item.width, item.height);
+    let (left, top) = (ox as f64 + x0 * sx, oy as f64 + y0 * sy);
+    let (wpx, hpx) = (side * sx, side * sy);
+    for i in 0..=gw {
+        let x = (left + wpx * i as f64 / gw as f64).round() as i64;
+        let x = if i == gw { x - 1 } else { x };
+        c.fill(x, top.round() as i64, 1, hpx.round() as i64, GRID_COLOUR);
+    }
+    for j in 0..=gh {
+        let y = (top + hpx * j as f64 / gh as f64).round() as i64;
+        let y = if j == gh { y - 1 } else { y };
+        c.fill(left.round() as i64, y, wpx.round() as i64, 1, GRID_COLOUR);
+    }
+}
+
 fn render(
     item: &ItemDetail,
     frames: &[RgbFrame],
@@ -358,10 +396,13 @@ fn render(
         let cy = grid_y + row * (cell_h + PAD);
         let (ox, oy) = (cx, cy + LABEL_H);
         c.unclip();
-        let label = format!(
-            "#{f}  t={:.2}s  {} boxes",
-            detail.timestamp, detail.num_boxes
-        );
+        let label = match item.grid_hw {
+            Some([h, w]) => format!("#{f}  t={:.2}s  grid {h}x{w}", detail.timestamp),
+            None => format!(
+                "#{f}  t={:.2}s  {} boxes",
+                detail.timestamp, detail.num_boxes
+            ),
+        };
         c.clip = (
             cx as i64,
             cy as i64,
@@ -372,6 +413,9 @@ fn render(
         c.unclip();
         c.paste_scaled(frame, (ox, oy), (fw, fh));
         c.clip = (ox as i64, oy as i64, (ox + fw) as i64, (oy + fh) as i64);
+        if let Some(hw) = item.grid_hw {
+            draw_grid(&mut c, item, hw, (ox, oy), (sx, sy));
+        }
         let shown = &detail.boxes[..opts.top.unwrap_or(usize::MAX).min(detail.boxes.len())];
         let px = |b: &[f32; 4]| {
             let x1 = ox as i64 + (b[0] as f64 * sx).round() as i64;

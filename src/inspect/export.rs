@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::npy::{self, Array, Value};
 use super::{shard_paths, BLOCK_ROWS};
-use crate::shard::ShardReader;
+use crate::shard::{ModelKind, ShardReader};
 
 /// Target format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -174,8 +174,26 @@ fn temp_name(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(".{name}.tmp"))
 }
 
-/// Exports the shards under `path` to `out` in `format`.
+/// Exports the shards under `path` to `out` in `format`. Grid shards are refused before
+/// anything is written: neither format has a place for a feature grid (both describe boxes).
 pub fn export(path: &Path, format: ExportFormat, out: &Path) -> anyhow::Result<ExportSummary> {
+    for p in shard_paths(path)? {
+        let r = ShardReader::open(&p)?;
+        if r.model_kind()? == ModelKind::Grid {
+            let (h, w) = r.grid_hw()?;
+            anyhow::bail!(
+                "{}: a grid shard ({h}x{w} cells per frame, no boxes) cannot be exported as {}: \
+                 the format describes regions with boxes and has no place for a grid. Read \
+                 `grid_features` [T, {}, D] directly (h5py: examples/read_shards.py)",
+                p.display(),
+                match format {
+                    ExportFormat::DemovlpNpz => "demovlp-npz",
+                    ExportFormat::BottomupTsv => "bottomup-tsv",
+                },
+                h * w
+            );
+        }
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut s = ExportSummary {
         format,

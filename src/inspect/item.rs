@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{locate, shard_name};
-use crate::shard::ShardReader;
+use crate::shard::{ModelKind, ShardReader};
 
 /// One valid box.
 #[derive(Debug, Clone, Serialize)]
@@ -43,10 +43,13 @@ pub struct FrameDetail {
     pub timestamp: f32,
     /// Presentation time of the frame taken, seconds.
     pub frame_time: f32,
-    /// Valid boxes.
+    /// Valid boxes (0 in a grid shard).
     pub num_boxes: u32,
     /// The valid boxes, best first.
     pub boxes: Vec<BoxDetail>,
+    /// Grid shards: mean L2 norm of the frame's cell features.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grid_mean_norm: Option<f32>,
 }
 
 /// An item and its frames.
@@ -72,6 +75,9 @@ pub struct ItemDetail {
     pub height: u32,
     /// Sampling duration, seconds.
     pub duration: f32,
+    /// `[Hg, Wg]` when the item comes from a grid shard (frames then have no boxes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grid_hw: Option<[usize; 2]>,
     /// Frames in time order.
     pub frames: Vec<FrameDetail>,
 }
@@ -85,9 +91,11 @@ fn name(names: &[String], i: u32) -> String {
 
 /// Reads item `row` of an open shard.
 pub(super) fn read_item(r: &ShardReader, row: usize) -> anyhow::Result<ItemDetail> {
+    if r.model_kind()? == ModelKind::Grid {
+        return super::grid::read_grid_item(r, row);
+    }
     let (k, classes, attrs) = (r.max_boxes()?, r.class_names()?, r.attribute_names()?);
     let (start, n) = r.frame_ranges()?[row];
-    let [height, width] = r.image_hw()?[row];
     let b = r.read_frames(start, n as usize)?;
     let frames = (0..n as usize)
         .map(|f| {
@@ -115,9 +123,24 @@ pub(super) fn read_item(r: &ShardReader, row: usize) -> anyhow::Result<ItemDetai
                 frame_time: b.frame_times[f],
                 num_boxes: b.num_boxes[f],
                 boxes,
+                grid_mean_norm: None,
             }
         })
         .collect();
+    item_with_frames(r, row, frames)
+}
+
+/// The item-level facts of row `row` around its `frames`.
+pub(super) fn item_with_frames(
+    r: &ShardReader,
+    row: usize,
+    frames: Vec<FrameDetail>,
+) -> anyhow::Result<ItemDetail> {
+    let [height, width] = r.image_hw()?[row];
+    let grid_hw = match r.model_kind()? {
+        ModelKind::Regions => None,
+        ModelKind::Grid => r.grid_hw().map(|(h, w)| Some([h, w]))?,
+    };
     Ok(ItemDetail {
         shard: shard_name(r.path()),
         row,
@@ -134,6 +157,7 @@ pub(super) fn read_item(r: &ShardReader, row: usize) -> anyhow::Result<ItemDetai
         width,
         height,
         duration: r.durations()?[row],
+        grid_hw,
         frames,
     })
 }
@@ -163,6 +187,21 @@ impl fmt::Display for ItemDetail {
         )?;
         writeln!(f, "source:  {}", self.source)?;
         writeln!(f, "caption: {}", self.caption)?;
+        if let Some([h, w]) = self.grid_hw {
+            writeln!(f, "grid:    {h}x{w} cells per frame (grid model: no boxes)")?;
+            for fr in &self.frames {
+                writeln!(
+                    f,
+                    "frame {} (row {}): t={:.3}s  frame at {:.3}s  mean cell norm {:.3}",
+                    fr.index,
+                    fr.row,
+                    fr.timestamp,
+                    fr.frame_time,
+                    fr.grid_mean_norm.unwrap_or(f32::NAN)
+                )?;
+            }
+            return Ok(());
+        }
         for fr in &self.frames {
             writeln!(
                 f,

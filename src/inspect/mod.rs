@@ -11,6 +11,7 @@
 mod draw;
 mod export;
 mod font;
+mod grid;
 mod item;
 mod npy;
 mod png;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{done_record_path, shard_name, shard_paths, BLOCK_ROWS};
 use crate::shard::schema::attr;
-use crate::shard::{FeatureDtype, ShardReader};
+use crate::shard::{FeatureDtype, ModelKind, ShardReader};
 
 /// Classes listed in the summary.
 const TOP_CLASSES: usize = 20;
@@ -103,6 +103,11 @@ pub struct ShardSummary {
     pub done_record: bool,
     /// `schema_version` attribute.
     pub schema_version: u32,
+    /// Regions or grid.
+    pub model_kind: ModelKind,
+    /// `[Hg, Wg]` of a grid shard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grid_hw: Option<[usize; 2]>,
     /// regionfeat version that wrote it.
     pub tool_version: String,
     /// Detector name.
@@ -148,9 +153,9 @@ pub struct Summary {
     pub scores: Stats,
     /// Attribute probabilities of valid boxes.
     pub attr_scores: Stats,
-    /// Feature values of valid boxes.
+    /// Feature values of valid boxes (grid shards: of every cell).
     pub features: Stats,
-    /// L2 norm of each valid box's feature vector.
+    /// L2 norm of each valid box's feature vector (grid shards: of each cell's).
     pub feature_norms: Stats,
     /// Bytes on disk, all shards.
     pub bytes: u64,
@@ -160,6 +165,11 @@ pub struct Summary {
     pub bytes_per_frame: f64,
     /// Schema version (of the first shard; each shard has its own in `shards`).
     pub schema_version: u32,
+    /// Regions or grid (first shard).
+    pub model_kind: ModelKind,
+    /// `[Hg, Wg]` (grid shards, first shard).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grid_hw: Option<[usize; 2]>,
     /// Detector name (first shard).
     pub detector_name: String,
     /// Detector sha256 (first shard).
@@ -215,6 +225,11 @@ pub fn summarize(path: &Path) -> anyhow::Result<Summary> {
             attribute_names = r.attribute_names()?;
         }
         let config_text = r.attr_str(attr::CONFIG)?;
+        let model_kind = r.model_kind()?;
+        let grid_hw = match model_kind {
+            ModelKind::Regions => None,
+            ModelKind::Grid => Some(r.grid_hw()?),
+        };
         shards.push(ShardSummary {
             file: shard_name(&p),
             shard_id: r.shard_id()?,
@@ -225,6 +240,8 @@ pub fn summarize(path: &Path) -> anyhow::Result<Summary> {
                 .len(),
             done_record: done_record_path(&p).is_some_and(|d| d.exists()),
             schema_version: r.attr_num(attr::SCHEMA_VERSION)?,
+            model_kind,
+            grid_hw: grid_hw.map(|(h, w)| [h, w]),
             tool_version: r.attr_str(attr::TOOL_VERSION)?,
             detector_name: r.attr_str(attr::DETECTOR_NAME)?,
             detector_sha256: r.attr_str(attr::DETECTOR_SHA256)?,
@@ -239,6 +256,25 @@ pub fn summarize(path: &Path) -> anyhow::Result<Summary> {
         videos += r.kinds()?.iter().filter(|&&k| k == 0).count();
         for (_, nf) in r.frame_ranges()? {
             frames_per_item.push(nf as f64);
+        }
+        if let Some((h, w)) = grid_hw {
+            // A grid has no boxes: statistics over every cell's feature vector.
+            let mut start = 0usize;
+            while start < t {
+                let count = BLOCK_ROWS.min(t - start);
+                let g = r.read_grid_rows(start..start + count)?;
+                for cell in g.chunks_exact(d) {
+                    let mut sq = 0f64;
+                    for &v in cell {
+                        features.push(v as f64);
+                        sq += (v as f64) * (v as f64);
+                    }
+                    norms.push(sq.sqrt());
+                }
+                debug_assert_eq!(g.len(), count * h * w * d);
+                start += count;
+            }
+            continue;
         }
         if hist.counts.len() < k + 1 {
             hist.counts.resize(k + 1, 0);
@@ -282,7 +318,9 @@ pub fn summarize(path: &Path) -> anyhow::Result<Summary> {
     let bytes: u64 = shards.iter().map(|s| s.bytes).sum();
     let first = shards[0].clone();
     let consistent = shards.iter().all(|s| {
-        s.detector_sha256 == first.detector_sha256
+        s.model_kind == first.model_kind
+            && s.grid_hw == first.grid_hw
+            && s.detector_sha256 == first.detector_sha256
             && s.detector_name == first.detector_name
             && s.config == first.config
     });
@@ -305,6 +343,8 @@ pub fn summarize(path: &Path) -> anyhow::Result<Summary> {
         bytes_per_item: bytes as f64 / items.max(1) as f64,
         bytes_per_frame: bytes as f64 / frames.max(1) as f64,
         schema_version: first.schema_version,
+        model_kind: first.model_kind,
+        grid_hw: first.grid_hw,
         detector_name: first.detector_name.clone(),
         detector_sha256: first.detector_sha256.clone(),
         consistent,
@@ -327,11 +367,18 @@ impl fmt::Display for Summary {
             self.boxes
         )?;
         writeln!(f, "schema:   regionfeat-shard v{}", self.schema_version)?;
-        writeln!(
-            f,
-            "detector: {}  sha256 {}",
-            self.detector_name, self.detector_sha256
-        )?;
+        match self.grid_hw {
+            Some([h, w]) => writeln!(
+                f,
+                "model:    {} (grid model: {h}x{w} cells per frame, no boxes)  sha256 {}",
+                self.detector_name, self.detector_sha256
+            )?,
+            None => writeln!(
+                f,
+                "detector: {}  sha256 {}",
+                self.detector_name, self.detector_sha256
+            )?,
+        }
         if !self.consistent {
             writeln!(
                 f,
@@ -345,15 +392,18 @@ impl fmt::Display for Summary {
             self.bytes, self.bytes_per_item, self.bytes_per_frame
         )?;
         for s in &self.shards {
+            let layout = match s.grid_hw {
+                Some([h, w]) => format!("grid {h}x{w}"),
+                None => format!("K={}", s.max_boxes),
+            };
             writeln!(
                 f,
-                "  {}  id {}  {} items  {} frames  {} bytes  K={} D={} {:?}  tool {}{}",
+                "  {}  id {}  {} items  {} frames  {} bytes  {layout} D={} {:?}  tool {}{}",
                 s.file,
                 s.shard_id,
                 s.items,
                 s.frames,
                 s.bytes,
-                s.max_boxes,
                 s.feature_dim,
                 s.feature_dtype,
                 s.tool_version,
@@ -365,6 +415,10 @@ impl fmt::Display for Summary {
             )?;
         }
         writeln!(f, "frames per item: {}", self.frames_per_item)?;
+        if self.grid_hw.is_some() {
+            writeln!(f, "cell features:      {}", self.features)?;
+            return write!(f, "cell feature norms: {}", self.feature_norms);
+        }
         writeln!(f, "boxes per frame: {}", self.boxes_per_frame.stats)?;
         let peak = self
             .boxes_per_frame

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{done_record_path, shard_name, shard_paths, BLOCK_ROWS};
 use crate::select::location;
 use crate::shard::check::{self, Row};
-use crate::shard::{ShardError, ShardReader};
+use crate::shard::{ModelKind, ShardError, ShardReader};
 
 /// Slack for boxes on the image border (pixels).
 const BOX_EPS: f32 = 1e-3;
@@ -87,14 +87,14 @@ impl fmt::Display for Validation {
     }
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     shard: String,
     ids: &'a [String],
     problems: Vec<Problem>,
 }
 
 impl Ctx<'_> {
-    fn add(
+    pub(super) fn add(
         &mut self,
         item: Option<usize>,
         frame: Option<usize>,
@@ -114,7 +114,7 @@ impl Ctx<'_> {
 }
 
 /// The first non-finite value of `v` (as `rows` of `width`), with how many there are.
-fn non_finite(v: &[f32], width: usize) -> Option<(usize, usize, f32, usize)> {
+pub(super) fn non_finite(v: &[f32], width: usize) -> Option<(usize, usize, f32, usize)> {
     let count = v.iter().filter(|x| !x.is_finite()).count();
     let first = v.iter().position(|x| !x.is_finite())?;
     Some((first / width, first % width, v[first], count))
@@ -275,6 +275,9 @@ fn check_values(r: &ShardReader, ctx: &mut Ctx) -> Result<(), ShardError> {
                 None => break,
             }
         }
+    }
+    if r.model_kind()? == ModelKind::Grid {
+        return super::grid::check_grid_rows(r, ctx, &owner);
     }
     let mut start = 0usize;
     while start < t {

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::detect::{Detector, Device};
+use crate::detect::{Detector, DetectorInfo, Device, ModelKind};
 use crate::job::{self, ShardPlan};
 use crate::manifest::Item;
 use crate::select::SelectConfig;
@@ -30,14 +30,16 @@ pub use stats::{StageStats, Summary};
 /// Everything `extract` needs besides the items.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExtractConfig {
-    /// ONNX detector honouring the contract.
+    /// ONNX model honouring the detector contract or the grid contract.
     pub detector: PathBuf,
     /// Output directory.
     pub out: PathBuf,
     /// Frames per video.
     pub frames: usize,
-    /// Region selection.
+    /// Region selection (region detectors).
     pub select: SelectConfig,
+    /// Grid models: average-pool the grid to `N × N` before writing (`None` keeps it).
+    pub grid_pool: Option<usize>,
     /// Frames per detector run.
     pub batch_size: usize,
     /// Decode worker threads.
@@ -82,6 +84,7 @@ impl ExtractConfig {
             out,
             frames: 8,
             select: SelectConfig::default(),
+            grid_pool: None,
             batch_size: 8,
             decode_threads: cores,
             decoder_threads: 1,
@@ -99,7 +102,7 @@ impl ExtractConfig {
 
     /// The settings that change the shard contents, recorded in every shard.
     pub fn recorded_json(&self) -> String {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "frames": self.frames,
             "select": self.select,
             "batch_size": self.batch_size,
@@ -107,8 +110,12 @@ impl ExtractConfig {
             "feature_dtype": self.feature_dtype,
             "compression": self.compression,
             "sampling": "segment midpoints; frame on screen at each time",
-        })
-        .to_string()
+        });
+        // Only when set, so that region shards record what they always did.
+        if let Some(n) = self.grid_pool {
+            v["grid_pool"] = serde_json::json!(n);
+        }
+        v.to_string()
     }
 }
 
@@ -194,6 +201,7 @@ pub fn extract(items: &[Item], cfg: &ExtractConfig) -> Result<Summary, PipelineE
         .iter()
         .map(|&d| Detector::open(&cfg.detector, d, cfg.intra_threads))
         .collect::<Result<Vec<_>, _>>()?;
+    check_grid_pool(cfg, detectors[0].info())?;
     job::clean_stale_tmp(&cfg.out);
     let plan = job::plan_shards(items.len(), cfg.shard_size);
     let record = job::plan::PlanRecord {
@@ -259,6 +267,25 @@ pub fn extract_manifest(
 /// Where the files a directory scan did not take are listed.
 pub fn skipped_path(out: &Path) -> PathBuf {
     out.join("skipped.jsonl")
+}
+
+/// `--grid-pool` needs a grid model and a size the grid can be pooled to.
+fn check_grid_pool(cfg: &ExtractConfig, info: &DetectorInfo) -> Result<(), PipelineError> {
+    let Some(n) = cfg.grid_pool else {
+        return Ok(());
+    };
+    let (h, w) = info.grid_hw;
+    match info.kind {
+        ModelKind::Regions => Err(PipelineError::Config(format!(
+            "--grid-pool applies to grid models; {} is a region detector",
+            cfg.detector.display()
+        ))),
+        ModelKind::Grid if n == 0 || n > h || n > w => Err(PipelineError::Config(format!(
+            "--grid-pool {n}: the model's grid is {h}x{w}; use 1..={}",
+            h.min(w)
+        ))),
+        ModelKind::Grid => Ok(()),
+    }
 }
 
 /// The output directory's path for a given file name (for callers printing where things are).

@@ -11,7 +11,10 @@ use rayon::prelude::*;
 use super::stats::{StageStats, Summary};
 use super::{ExtractConfig, PipelineError};
 use crate::decode::{decode_media, DecodeOptions, RgbFrame};
-use crate::detect::{batch_from_rgb, Batch, Candidates, Detector, DetectorInfo, Preprocess};
+use crate::detect::{
+    batch_from_rgb, pool_grid, Batch, Candidates, Detector, DetectorInfo, FrameOutput, ModelKind,
+    Preprocess,
+};
 use crate::job::lock::ShardLock;
 use crate::job::{self, DoneRecord, ItemError, ShardPlan};
 use crate::manifest::{Item, ItemKind};
@@ -61,7 +64,7 @@ struct Detected {
     height: u32,
     duration: f64,
     frames: Vec<FrameMeta>,
-    candidates: Vec<Candidates>,
+    outputs: Vec<FrameOutput>,
 }
 
 /// An item and how its current stage went; failures travel in order with the rest so that
@@ -329,11 +332,11 @@ fn batch_stage<'a>(
     }
 }
 
-/// Runs the detector over prepared batches; candidates of all frames in order.
-fn run_batches(det: &mut Detector, batches: &[Batch]) -> Result<Vec<Candidates>, String> {
+/// Runs the model over prepared batches; the outputs of all frames in order.
+fn run_batches(det: &mut Detector, batches: &[Batch]) -> Result<Vec<FrameOutput>, String> {
     let mut out = Vec::new();
     for b in batches {
-        out.extend(det.run(b).map_err(|e| e.to_string())?);
+        out.extend(det.infer(b).map_err(|e| e.to_string())?);
     }
     Ok(out)
 }
@@ -381,7 +384,7 @@ fn detect_stage<'a>(
                             height: d.height,
                             duration: d.duration,
                             frames: d.frames,
-                            candidates: cands,
+                            outputs: cands,
                         })
                     });
                     Entry {
@@ -417,6 +420,11 @@ fn to_original(c: &Candidates, f: &FrameMeta, width: u32, height: u32) -> Vec<[f
         .collect()
 }
 
+/// `(Hg, Wg)` as stored: the model's grid, or `--grid-pool N` × N.
+pub(super) fn stored_grid_hw(cfg: &ExtractConfig, info: &DetectorInfo) -> (usize, usize) {
+    cfg.grid_pool.map_or(info.grid_hw, |n| (n, n))
+}
+
 /// An item ready for its shard, and what its record should say about it.
 struct Extracted {
     item: ExtractedItem,
@@ -426,10 +434,21 @@ struct Extracted {
 fn extract_item(item: &Item, d: Detected, cfg: &ExtractConfig, info: &DetectorInfo) -> Extracted {
     let dim = info.feature_dim;
     let frames = d
-        .candidates
+        .outputs
         .par_iter()
         .zip(d.frames.par_iter())
-        .map(|(c, f)| {
+        .map(|(out, f)| {
+            let c = match out {
+                FrameOutput::Regions(c) => c,
+                FrameOutput::Grid(grid) => {
+                    return ExtractedFrame {
+                        timestamp: f.time,
+                        frame_time: f.frame_time,
+                        regions: Vec::new(),
+                        features: pool_grid(grid, info.grid_hw, dim, stored_grid_hw(cfg, info)),
+                    }
+                }
+            };
             let boxes = to_original(c, f, d.width, d.height);
             let regions = select(c, &boxes, info.classes.len(), &cfg.select);
             let mut features = Vec::with_capacity(regions.len() * dim);
@@ -534,7 +553,12 @@ fn write_stage(
                 let meta = ShardMeta {
                     shard_id: e.shard,
                     detector: info.clone(),
-                    max_boxes: cfg.select.max_boxes,
+                    model_kind: info.kind,
+                    max_boxes: match info.kind {
+                        ModelKind::Regions => cfg.select.max_boxes,
+                        ModelKind::Grid => 0,
+                    },
+                    grid_hw: stored_grid_hw(cfg, info),
                     feature_dim: info.feature_dim,
                     feature_dtype: cfg.feature_dtype,
                     compression: cfg.compression,
@@ -564,6 +588,7 @@ fn write_stage(
                     o.record
                         .warnings
                         .extend(warnings.into_iter().map(|w| failure(e.item, "decode", w)));
+                    // Grid frames have no regions: 0 boxes.
                     let boxes: u64 = x
                         .frames
                         .iter()

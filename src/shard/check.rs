@@ -10,6 +10,7 @@ use hdf5::types::{FloatSize, IntSize, TypeDescriptor, VarLenUnicode};
 use hdf5::File;
 
 use super::schema::{attr, frame, item};
+use super::ModelKind;
 
 /// The dimensions a conforming shard declares, checked against every dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,10 @@ pub(super) struct Layout {
     pub n_classes: usize,
     /// Length of `attribute_names`.
     pub n_attributes: usize,
+    /// Regions or grid (`model_kind`; v1 shards hold regions).
+    pub kind: ModelKind,
+    /// `grid_hw` of a grid shard (`(0, 0)` for regions).
+    pub grid_hw: (usize, usize),
 }
 
 /// One value that points outside what it indexes.
@@ -181,6 +186,46 @@ fn length_from(file: &File, names: &[&str]) -> Option<usize> {
         .find_map(|n| shape_of(file, n).and_then(|s| s.first().copied()))
 }
 
+/// `model_kind` (absent in v1 = regions) and, for a grid shard, `grid_hw`.
+fn kind_and_grid(file: &File, problems: &mut Vec<String>) -> (ModelKind, (usize, usize)) {
+    let version = attr_u32(file, attr::SCHEMA_VERSION).unwrap_or(1);
+    let kind = match attr_str(file, attr::MODEL_KIND) {
+        Ok(text) => text.parse().unwrap_or_else(|e: String| {
+            problems.push(format!("attribute {}: {e}", attr::MODEL_KIND));
+            ModelKind::Regions
+        }),
+        Err(_) if version < 2 => ModelKind::Regions,
+        Err(e) => {
+            problems.push(e);
+            ModelKind::Regions
+        }
+    };
+    if kind == ModelKind::Regions {
+        return (kind, (0, 0));
+    }
+    let hw: Result<Vec<u32>, String> = file
+        .attr(attr::GRID_HW)
+        .map_err(|_| format!("attribute {}: missing", attr::GRID_HW))
+        .and_then(|a| {
+            a.read_raw()
+                .map_err(|e| format!("attribute {}: {e}", attr::GRID_HW))
+        });
+    match hw.as_deref() {
+        Ok([h, w]) if *h > 0 && *w > 0 => (kind, (*h as usize, *w as usize)),
+        Ok(other) => {
+            problems.push(format!(
+                "attribute {}: {other:?}, expected two positive sizes",
+                attr::GRID_HW
+            ));
+            (kind, (0, 0))
+        }
+        Err(e) => {
+            problems.push(e.clone());
+            (kind, (0, 0))
+        }
+    }
+}
+
 /// Checks the root attributes and every dataset; returns the layout, or every violation.
 pub(super) fn layout(file: &File) -> Result<Layout, Vec<String>> {
     let mut problems = Vec::new();
@@ -221,15 +266,35 @@ pub(super) fn layout(file: &File) -> Result<Layout, Vec<String>> {
         attr_u32(file, attr::MAX_BOXES),
         attr_u32(file, attr::FEATURE_DIM),
     );
+    let (kind, grid_hw) = kind_and_grid(file, &mut problems);
     let n = length_from(file, &[item::ID, item::FRAME_START, item::NUM_FRAMES]);
     let t = length_from(file, &[frame::NUM_BOXES, frame::ITEM, frame::TIMESTAMPS]);
     let mut specs = item_specs(Dim::Named("N", n));
     specs.extend(frame_specs(Dim::Named("T", t)));
-    specs.extend(region_specs(
-        Dim::Named("T", t),
-        Dim::Named("K", k.as_ref().ok().map(|&k| k as usize)),
-        Dim::Named("D", d.as_ref().ok().map(|&d| d as usize)),
-    ));
+    let d_dim = Dim::Named("D", d.as_ref().ok().map(|&d| d as usize));
+    match kind {
+        ModelKind::Regions => specs.extend(region_specs(
+            Dim::Named("T", t),
+            Dim::Named("K", k.as_ref().ok().map(|&k| k as usize)),
+            d_dim,
+        )),
+        ModelKind::Grid => {
+            specs.push(spec(
+                frame::GRID_FEATURES,
+                vec![F16, F32],
+                vec![
+                    Dim::Named("T", t),
+                    Dim::Named("Hg*Wg", Some(grid_hw.0 * grid_hw.1)),
+                    d_dim,
+                ],
+            ));
+            for name in frame::REGION_ONLY {
+                if file.dataset(name).is_ok() {
+                    problems.push(format!("dataset {name}: present in a grid shard"));
+                }
+            }
+        }
+    }
     for r in [&classes, &attributes] {
         if let Err(e) = r {
             problems.push(e.clone());
@@ -238,7 +303,10 @@ pub(super) fn layout(file: &File) -> Result<Layout, Vec<String>> {
     for (name, r) in [(attr::MAX_BOXES, &k), (attr::FEATURE_DIM, &d)] {
         match r {
             Err(e) => problems.push(e.clone()),
-            Ok(0) => problems.push(format!("attribute {name}: 0")),
+            // A grid shard has no boxes: max_boxes is 0 there.
+            Ok(0) if !(kind == ModelKind::Grid && name == attr::MAX_BOXES) => {
+                problems.push(format!("attribute {name}: 0"))
+            }
             Ok(_) => {}
         }
     }
@@ -261,7 +329,9 @@ pub(super) fn layout(file: &File) -> Result<Layout, Vec<String>> {
             ));
         }
         match ds.dtype().and_then(|t| t.to_descriptor()) {
-            Ok(desc) if s.dtypes.contains(&desc) => f16 |= s.name == frame::FEATURES && desc == F16,
+            Ok(desc) if s.dtypes.contains(&desc) => {
+                f16 |= (s.name == frame::FEATURES || s.name == frame::GRID_FEATURES) && desc == F16
+            }
             Ok(desc) => problems.push(format!(
                 "dataset {}: dtype {desc}, expected {}",
                 s.name, s.dtypes[0]
@@ -278,6 +348,8 @@ pub(super) fn layout(file: &File) -> Result<Layout, Vec<String>> {
             f16,
             n_classes: c.len(),
             n_attributes: a.len(),
+            kind,
+            grid_hw,
         }),
         _ => Err(problems),
     }

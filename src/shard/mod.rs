@@ -1,5 +1,5 @@
-//! HDF5 shards: the one module that knows the layout (`schemas/shard-v1.md`, names in
-//! [`schema`]). [`ShardWriter`] appends items and commits atomically; [`ShardReader`] reads
+//! HDF5 shards: the one module that knows the layout (`schemas/shard-v1.md`,
+//! `schemas/shard-v2.md`, names in [`schema`]). [`ShardWriter`] appends items and commits atomically; [`ShardReader`] reads
 //! them back for `inspect`, `verify` and the trainer.
 
 pub mod check;
@@ -42,6 +42,46 @@ impl std::str::FromStr for Compression {
     }
 }
 
+/// What a shard's frame rows hold: selected regions (v1 layout) or a feature grid (v2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Region detector: boxes, scores, classes and one feature row per region.
+    #[default]
+    Regions,
+    /// Grid model: `Hg × Wg` feature rows per frame (`grid_features`).
+    Grid,
+}
+
+impl ModelKind {
+    /// The `model_kind` attribute value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Regions => "regions",
+            Self::Grid => "grid",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "regions" => Ok(Self::Regions),
+            "grid" => Ok(Self::Grid),
+            _ => Err(format!(
+                "model kind {s:?}: expected \"regions\" or \"grid\""
+            )),
+        }
+    }
+}
+
 /// Storage type of `features`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -70,8 +110,12 @@ pub struct ShardMeta {
     pub shard_id: u64,
     /// The detector's declared metadata (names, sha256).
     pub detector: DetectorInfo,
-    /// K.
+    /// Regions or grid: decides the frame datasets.
+    pub model_kind: ModelKind,
+    /// K (0 for grid shards).
     pub max_boxes: usize,
+    /// `(Hg, Wg)` of the stored grid (after pooling); ignored for region shards.
+    pub grid_hw: (usize, usize),
     /// D.
     pub feature_dim: usize,
     /// Storage type of features.

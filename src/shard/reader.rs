@@ -1,5 +1,6 @@
 //! Reading shards back: metadata, item tables, and frame rows on demand.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use half::f16;
@@ -9,7 +10,7 @@ use ndarray::s;
 
 use super::check::{self, Issue, Layout};
 use super::schema::{self, attr, frame, item};
-use super::{FeatureDtype, ShardError};
+use super::{FeatureDtype, ModelKind, ShardError};
 
 /// Frame rows read from a shard (features always returned as f32).
 #[derive(Debug, Clone, PartialEq)]
@@ -69,11 +70,11 @@ impl ShardReader {
             .attr(attr::SCHEMA_VERSION)
             .and_then(|a| a.read_scalar::<u32>())
             .map_err(|e| vec![format!("attribute {}: {e}", attr::SCHEMA_VERSION)])?;
-        if name != schema::SCHEMA_NAME || version != schema::SCHEMA_VERSION {
+        if name != schema::SCHEMA_NAME || !schema::READABLE_VERSIONS.contains(&version) {
             return Err(vec![format!(
-                "schema {name:?} v{version}, this regionfeat reads {:?} v{}",
+                "schema {name:?} v{version}, this regionfeat reads {:?} v{:?}",
                 schema::SCHEMA_NAME,
-                schema::SCHEMA_VERSION
+                schema::READABLE_VERSIONS
             )]);
         }
         let layout = check::layout(&file)?;
@@ -87,6 +88,105 @@ impl ShardReader {
     /// Path of the file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The `schema_version` attribute (1 or 2).
+    pub fn schema_version(&self) -> Result<u32, ShardError> {
+        self.attr_num(attr::SCHEMA_VERSION)
+    }
+
+    /// Regions or grid: the `model_kind` attribute; v1 shards (no attribute) hold regions.
+    pub fn model_kind(&self) -> Result<ModelKind, ShardError> {
+        if self.file.attr(attr::MODEL_KIND).is_err() && self.schema_version()? == 1 {
+            return Ok(ModelKind::Regions);
+        }
+        self.attr_str(attr::MODEL_KIND)?
+            .parse()
+            .map_err(|e: String| self.err(format!("attribute {}: {e}", attr::MODEL_KIND)))
+    }
+
+    /// Fails with a message a user can act on unless the shard holds `want`.
+    pub fn expect_kind(&self, want: ModelKind) -> Result<(), ShardError> {
+        let got = self.model_kind()?;
+        if got == want {
+            return Ok(());
+        }
+        Err(self.err(match want {
+            ModelKind::Regions => format!(
+                "this is a grid shard (model_kind = \"grid\": {} feature rows per frame from a \
+                 grid model), not a region shard; it has no boxes or region features — use a \
+                 consumer that reads grid shards (e.g. a RegionLearner training config)",
+                self.grid_hw()
+                    .map(|(h, w)| format!("{h}x{w}"))
+                    .unwrap_or_else(|_| "Hg x Wg".into())
+            ),
+            ModelKind::Grid => "this is a region shard (model_kind = \"regions\"), not a grid \
+                 shard; it has no grid_features — extract with a grid model (e.g. vit-b16) for a \
+                 grid consumer"
+                .to_string(),
+        }))
+    }
+
+    /// `(Hg, Wg)` of a grid shard (the `grid_hw` attribute).
+    pub fn grid_hw(&self) -> Result<(usize, usize), ShardError> {
+        self.expect_kind(ModelKind::Grid)?;
+        let hw: Vec<u32> = self
+            .file
+            .attr(attr::GRID_HW)
+            .and_then(|a| a.read_raw())
+            .map_err(|e| self.err(format!("attribute {}: {e}", attr::GRID_HW)))?;
+        match hw[..] {
+            [h, w] if h > 0 && w > 0 => Ok((h as usize, w as usize)),
+            _ => Err(self.err(format!(
+                "attribute {} is {hw:?}, expected two positive sizes",
+                attr::GRID_HW
+            ))),
+        }
+    }
+
+    /// Grid frame rows `rows` as f32, `[n, Hg*Wg, D]` flattened.
+    pub fn read_grid_rows(&self, rows: Range<usize>) -> Result<Vec<f32>, ShardError> {
+        self.expect_kind(ModelKind::Grid)?;
+        let count = rows.end.saturating_sub(rows.start);
+        Ok(if self.grid_is_f16()? {
+            self.rows::<f16>(frame::GRID_FEATURES, rows.start, count)?
+                .into_iter()
+                .map(f32::from)
+                .collect()
+        } else {
+            self.rows::<f32>(frame::GRID_FEATURES, rows.start, count)?
+        })
+    }
+
+    /// Grid frame rows `rows` as stored in f16 (f32 shards are converted), `[n, Hg*Wg, D]`.
+    pub fn read_grid_rows_f16(&self, rows: Range<usize>) -> Result<Vec<f16>, ShardError> {
+        self.expect_kind(ModelKind::Grid)?;
+        let count = rows.end.saturating_sub(rows.start);
+        Ok(if self.grid_is_f16()? {
+            self.rows::<f16>(frame::GRID_FEATURES, rows.start, count)?
+        } else {
+            self.rows::<f32>(frame::GRID_FEATURES, rows.start, count)?
+                .into_iter()
+                .map(f16::from_f32)
+                .collect()
+        })
+    }
+
+    /// `(timestamps, frame_times)` of frame rows `rows` (either kind of shard).
+    pub fn read_times(&self, rows: Range<usize>) -> Result<(Vec<f32>, Vec<f32>), ShardError> {
+        let count = rows.end.saturating_sub(rows.start);
+        Ok((
+            self.rows(frame::TIMESTAMPS, rows.start, count)?,
+            self.rows(frame::FRAME_TIMES, rows.start, count)?,
+        ))
+    }
+
+    fn grid_is_f16(&self) -> Result<bool, ShardError> {
+        self.file
+            .dataset(frame::GRID_FEATURES)
+            .and_then(|d| d.dtype())
+            .map(|t| t.size() == 2)
+            .map_err(|e| self.err(format!("dataset {}: {e}", frame::GRID_FEATURES)))
     }
 
     fn err(&self, e: impl std::fmt::Display) -> ShardError {
@@ -283,7 +383,7 @@ impl ShardReader {
         self.read_all(frame::ITEM)
     }
 
-    /// Storage type of `features`.
+    /// Storage type of `features` (or `grid_features` in a grid shard).
     pub fn feature_dtype(&self) -> Result<FeatureDtype, ShardError> {
         Ok(if self.layout.f16 {
             FeatureDtype::F16
@@ -294,6 +394,7 @@ impl ShardReader {
 
     /// Reads frame rows `start .. start + count`, refused when a row holds an index out of
     /// range (`num_boxes` > K, a class or attribute of a valid box past its name list).
+    /// A grid shard is refused with a message saying so.
     pub fn read_frames(&self, start: u64, count: usize) -> Result<FrameBlock, ShardError> {
         let b = self.read_frames_unchecked(start, count)?;
         let Layout {
@@ -323,6 +424,7 @@ impl ShardReader {
         start: u64,
         count: usize,
     ) -> Result<FrameBlock, ShardError> {
+        self.expect_kind(ModelKind::Regions)?;
         let t = self.layout.t;
         if start.saturating_add(count as u64) > t as u64 {
             return Err(self.err(format!(

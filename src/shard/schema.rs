@@ -1,10 +1,12 @@
-//! The shard schema v1 (`schemas/shard-v1.md`): every dataset and attribute name lives here
-//! and nowhere else.
+//! The shard schema (`schemas/shard-v1.md`, `schemas/shard-v2.md`): every dataset and
+//! attribute name lives here and nowhere else.
 
 /// Value of the `schema` attribute.
 pub const SCHEMA_NAME: &str = "regionfeat-shard";
-/// Value of the `schema_version` attribute.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Value of the `schema_version` attribute written by this build.
+pub const SCHEMA_VERSION: u32 = 2;
+/// Versions this build reads (v1: region shards without `model_kind`).
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
 
 /// Item datasets (length N).
 pub mod item {
@@ -52,6 +54,19 @@ pub mod frame {
     pub const ATTR_SCORES: &str = "attr_scores";
     /// `[T,K,D]`.
     pub const FEATURES: &str = "features";
+    /// Grid shards (v2): `[T, Hg*Wg, D]`, rows over (y, x).
+    pub const GRID_FEATURES: &str = "grid_features";
+    /// The per-frame datasets only region shards have.
+    pub const REGION_ONLY: [&str; 8] = [
+        NUM_BOXES,
+        BOXES,
+        LOCATIONS,
+        SCORES,
+        CLASSES,
+        ATTRIBUTES,
+        ATTR_SCORES,
+        FEATURES,
+    ];
 }
 
 /// Root attributes.
@@ -78,6 +93,10 @@ pub mod attr {
     pub const MAX_BOXES: &str = "max_boxes";
     /// Extraction config JSON.
     pub const CONFIG: &str = "config";
+    /// v2: `"regions"` or `"grid"` (absent in v1 = regions).
+    pub const MODEL_KIND: &str = "model_kind";
+    /// v2 grid shards: u32 `[Hg, Wg]`.
+    pub const GRID_HW: &str = "grid_hw";
 }
 
 /// Rows per chunk of the small per-frame datasets.

@@ -9,7 +9,7 @@ use hdf5::{Dataset, File, H5Type};
 use ndarray::{s, ArrayView, IxDyn};
 
 use super::schema::{self, attr, frame, item};
-use super::{Compression, FeatureDtype, ShardError, ShardMeta};
+use super::{Compression, FeatureDtype, ModelKind, ShardError, ShardMeta};
 use crate::manifest::Item;
 use crate::select::{location, Region};
 
@@ -20,9 +20,10 @@ pub struct ExtractedFrame {
     pub timestamp: f64,
     /// Presentation time of the frame taken, seconds.
     pub frame_time: f64,
-    /// Selected regions, best first (at most K).
+    /// Selected regions, best first (at most K); empty for grid models.
     pub regions: Vec<Region>,
-    /// `regions.len() × D` features.
+    /// Region shards: `regions.len() × D` features. Grid shards: the `Hg × Wg × D` grid,
+    /// rows over (y, x).
     pub features: Vec<f32>,
 }
 
@@ -46,7 +47,10 @@ pub struct ShardWriter {
     file: File,
     tmp_path: PathBuf,
     final_path: PathBuf,
+    kind: ModelKind,
     k: usize,
+    /// `Hg * Wg` (grid shards).
+    cells: usize,
     d: usize,
     feature_dtype: FeatureDtype,
     items: u64,
@@ -69,7 +73,12 @@ impl ShardWriter {
             file,
             tmp_path,
             final_path,
-            k: meta.max_boxes,
+            kind: meta.model_kind,
+            k: match meta.model_kind {
+                ModelKind::Regions => meta.max_boxes,
+                ModelKind::Grid => 0,
+            },
+            cells: meta.grid_hw.0 * meta.grid_hw.1,
             d: meta.feature_dim,
             feature_dtype: meta.feature_dtype,
             items: 0,
@@ -116,16 +125,23 @@ impl ShardWriter {
         self.dataset::<u32>(frame::ITEM, &[], n, c)?;
         self.dataset::<f32>(frame::TIMESTAMPS, &[], n, c)?;
         self.dataset::<f32>(frame::FRAME_TIMES, &[], n, c)?;
-        self.dataset::<u32>(frame::NUM_BOXES, &[], n, c)?;
-        self.dataset::<f32>(frame::BOXES, &[k, 4], n, c)?;
-        self.dataset::<f32>(frame::LOCATIONS, &[k, 7], n, c)?;
-        self.dataset::<f32>(frame::SCORES, &[k], n, c)?;
-        self.dataset::<u32>(frame::CLASSES, &[k], n, c)?;
-        self.dataset::<u32>(frame::ATTRIBUTES, &[k], n, c)?;
-        self.dataset::<f32>(frame::ATTR_SCORES, &[k], n, c)?;
+        // The frame rows' payload: selected regions (the v1 datasets) or the grid.
+        let (features, row) = match self.kind {
+            ModelKind::Regions => {
+                self.dataset::<u32>(frame::NUM_BOXES, &[], n, c)?;
+                self.dataset::<f32>(frame::BOXES, &[k, 4], n, c)?;
+                self.dataset::<f32>(frame::LOCATIONS, &[k, 7], n, c)?;
+                self.dataset::<f32>(frame::SCORES, &[k], n, c)?;
+                self.dataset::<u32>(frame::CLASSES, &[k], n, c)?;
+                self.dataset::<u32>(frame::ATTRIBUTES, &[k], n, c)?;
+                self.dataset::<f32>(frame::ATTR_SCORES, &[k], n, c)?;
+                (frame::FEATURES, [k, d])
+            }
+            ModelKind::Grid => (frame::GRID_FEATURES, [self.cells, d]),
+        };
         match self.feature_dtype {
-            FeatureDtype::F16 => self.dataset::<f16>(frame::FEATURES, &[k, d], 1, c)?,
-            FeatureDtype::F32 => self.dataset::<f32>(frame::FEATURES, &[k, d], 1, c)?,
+            FeatureDtype::F16 => self.dataset::<f16>(features, &row, 1, c)?,
+            FeatureDtype::F32 => self.dataset::<f32>(features, &row, 1, c)?,
         };
         let f = &self.file;
         let put_str = |name: &str, v: &str| -> hdf5::Result<()> {
@@ -147,6 +163,14 @@ impl ShardWriter {
             &serde_json::to_string(&meta.detector.attributes).expect("json"),
         )?;
         put_str(attr::CONFIG, &meta.config_json)?;
+        put_str(attr::MODEL_KIND, self.kind.as_str())?;
+        if self.kind == ModelKind::Grid {
+            let hw = [meta.grid_hw.0 as u32, meta.grid_hw.1 as u32];
+            f.new_attr::<u32>()
+                .shape([2])
+                .create(attr::GRID_HW)?
+                .write_raw(&hw[..])?;
+        }
         f.new_attr::<u32>()
             .shape(())
             .create(attr::SCHEMA_VERSION)?
@@ -204,7 +228,6 @@ impl ShardWriter {
     }
 
     fn append_inner(&mut self, x: &ExtractedItem) -> hdf5::Result<()> {
-        let (k, d) = (self.k, self.d);
         let (n0, t0) = (self.items as usize, self.frames as usize);
         let t = x.frames.len();
         self.append(item::ID, n0, 1, &[], &[to_vlen(&x.item.id)])?;
@@ -222,6 +245,57 @@ impl ShardWriter {
         self.append(item::NUM_FRAMES, n0, 1, &[], &[t as u32])?;
         self.append(item::IMAGE_HW, n0, 1, &[2], &[x.height, x.width])?;
         self.append(item::DURATION, n0, 1, &[], &[x.duration as f32])?;
+        let frame_item = vec![n0 as u32; t];
+        let ts: Vec<f32> = x.frames.iter().map(|f| f.timestamp as f32).collect();
+        let fts: Vec<f32> = x.frames.iter().map(|f| f.frame_time as f32).collect();
+        self.append(frame::ITEM, t0, t, &[], &frame_item)?;
+        self.append(frame::TIMESTAMPS, t0, t, &[], &ts)?;
+        self.append(frame::FRAME_TIMES, t0, t, &[], &fts)?;
+        match self.kind {
+            ModelKind::Regions => self.append_regions(x, t0)?,
+            ModelKind::Grid => self.append_grid(x, t0)?,
+        }
+        self.items += 1;
+        self.frames += t as u64;
+        Ok(())
+    }
+
+    fn append_features(
+        &self,
+        name: &str,
+        t0: usize,
+        t: usize,
+        row: [usize; 2],
+        feats: &[f32],
+    ) -> hdf5::Result<()> {
+        match self.feature_dtype {
+            FeatureDtype::F16 => {
+                let h: Vec<f16> = feats.iter().map(|&v| f16::from_f32(v)).collect();
+                self.append(name, t0, t, &row, &h)
+            }
+            FeatureDtype::F32 => self.append(name, t0, t, &row, feats),
+        }
+    }
+
+    fn append_grid(&self, x: &ExtractedItem, t0: usize) -> hdf5::Result<()> {
+        let (cells, d) = (self.cells, self.d);
+        let mut feats = Vec::with_capacity(x.frames.len() * cells * d);
+        for (i, f) in x.frames.iter().enumerate() {
+            if f.features.len() != cells * d {
+                return Err(hdf5::Error::from(format!(
+                    "item {}: frame {i} has {} grid values, the shard holds {cells} x {d}",
+                    x.item.id,
+                    f.features.len()
+                )));
+            }
+            feats.extend_from_slice(&f.features);
+        }
+        self.append_features(frame::GRID_FEATURES, t0, x.frames.len(), [cells, d], &feats)
+    }
+
+    fn append_regions(&self, x: &ExtractedItem, t0: usize) -> hdf5::Result<()> {
+        let (k, d) = (self.k, self.d);
+        let t = x.frames.len();
 
         let mut boxes = vec![0f32; t * k * 4];
         let mut locs = vec![0f32; t * k * 7];
@@ -245,12 +319,6 @@ impl ShardWriter {
             }
             feats[fi * k * d..(fi * k + n) * d].copy_from_slice(&f.features[..n * d]);
         }
-        let frame_item = vec![n0 as u32; t];
-        let ts: Vec<f32> = x.frames.iter().map(|f| f.timestamp as f32).collect();
-        let fts: Vec<f32> = x.frames.iter().map(|f| f.frame_time as f32).collect();
-        self.append(frame::ITEM, t0, t, &[], &frame_item)?;
-        self.append(frame::TIMESTAMPS, t0, t, &[], &ts)?;
-        self.append(frame::FRAME_TIMES, t0, t, &[], &fts)?;
         self.append(frame::NUM_BOXES, t0, t, &[], &num_boxes)?;
         self.append(frame::BOXES, t0, t, &[k, 4], &boxes)?;
         self.append(frame::LOCATIONS, t0, t, &[k, 7], &locs)?;
@@ -258,16 +326,7 @@ impl ShardWriter {
         self.append(frame::CLASSES, t0, t, &[k], &classes)?;
         self.append(frame::ATTRIBUTES, t0, t, &[k], &attrs)?;
         self.append(frame::ATTR_SCORES, t0, t, &[k], &attr_scores)?;
-        match self.feature_dtype {
-            FeatureDtype::F16 => {
-                let h: Vec<f16> = feats.iter().map(|&v| f16::from_f32(v)).collect();
-                self.append(frame::FEATURES, t0, t, &[k, d], &h)?
-            }
-            FeatureDtype::F32 => self.append(frame::FEATURES, t0, t, &[k, d], &feats)?,
-        }
-        self.items += 1;
-        self.frames += t as u64;
-        Ok(())
+        self.append_features(frame::FEATURES, t0, t, [k, d], &feats)
     }
 
     /// Items written so far.

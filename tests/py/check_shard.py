@@ -19,8 +19,10 @@ def main():
     path = sys.argv[1]
     f = h5py.File(path, "r")
     a = f.attrs
-    if a["schema"] != "regionfeat-shard" or int(a["schema_version"]) != 1:
+    if a["schema"] != "regionfeat-shard" or int(a["schema_version"]) not in (1, 2):
         fail(f"schema attrs {a['schema']!r} {a['schema_version']!r}")
+    if int(a["schema_version"]) == 2 and a["model_kind"] != "regions":
+        fail(f"model_kind {a['model_kind']!r}: this checks region shards")
     k, d = int(a["max_boxes"]), int(a["feature_dim"])
     json.loads(a["config"])
     classes = json.loads(a["class_names"])
