@@ -7,7 +7,11 @@ Linear(feature) + Linear(location) + temporal embedding, [CLS], pre-norm ViT blo
 boolean attention mask (padding, own-frame attention), DistilBERT text tower, shared
 projections, global InfoNCE + RWA (both directions, masked), clip_grad_norm, AdamW.
 
-Usage: benches/train_step.py [--rust-cmd "CMD"] [--cases small,base] [--steps N]
+RegionLearner cases (`*-rl`, grid input) add the public RegionLearner module re-implemented
+in PyTorch eager (EMA quantizer, conv aggregation, attention interaction) in front of the same
+video tower, and print the Rust RegionLearner / DemoVLP-regions step-time ratio of one run.
+
+Usage: benches/train_step.py [--rust-cmd "CMD"] [--cases small,base,small-rl] [--steps N]
   CMD gets the JSON spec list appended as its last argument and must print `RESULT {json}` lines,
   e.g. "cargo bench --features train --bench train_step --" (once the [[bench]] entry exists) or
   "env RF_BENCH_SPEC=... cargo test --release ..." (see src/train/bench.rs).
@@ -33,6 +37,12 @@ CASES = {
     "base8f": dict(batch=4, frames=8, regions=30, feature_dim=2048, video_hidden=768, video_layers=12,
                    video_heads=12, text_hidden=768, text_layers=6, text_heads=12, text_len=32, embed_dim=256),
 }
+# RegionLearner over 14x14 ViT-B/16 patch grids (768-d), paper sizes (codebook 2048, 8 regions,
+# 1 interaction layer), same towers and batch as the DemoVLP-regions case of the same name.
+_RL = dict(region_learner=dict(grid=[14, 14], codebook_size=2048, regions=8, interaction_depth=1))
+CASES["small-rl"] = dict(CASES["small"], feature_dim=768, **_RL)
+CASES["base-rl"] = dict(CASES["base"], feature_dim=768, **_RL)
+CASES["base8f-rl"] = dict(CASES["base8f"], feature_dim=768, **_RL)
 
 
 class Block(nn.Module):
@@ -72,6 +82,11 @@ class Video(nn.Module):
         d = self.cls_token.shape[-1]
         fr = torch.arange(f)
         x = self.feature_embed(feats) + self.location_embed(locs) + self.temporal_embed(fr).view(1, f, 1, d)
+        return self.blocks_forward(x, rmask)
+
+    def blocks_forward(self, x, rmask):
+        b, f, k, d = x.shape
+        fr = torch.arange(f)
         x = torch.cat([self.cls_token.expand(b, 1, d), x.view(b, f * k, d)], 1)
         x = self.embed_norm(x)
         rm = rmask.view(b, f * k) > 0.5
@@ -85,6 +100,71 @@ class Video(nn.Module):
             x = blk(x, mask)
         x = self.norm(x)
         return x[:, 0], x[:, 1:], rm.float()
+
+
+class RegionLearner(nn.Module):
+    """The public RegionLearner re-implemented (showlab/Region_Learner): EMA vector quantizer
+    (L2, buffers, straight-through), 3x3-conv masks with masked average pooling, attention
+    interaction over T*S regions (bias-free qkv, no residual)."""
+
+    def __init__(self, d, rl, decay=0.1, eps=1e-5):
+        super().__init__()
+        k, s = rl["codebook_size"], rl["regions"]
+        self.k, self.s, self.decay, self.eps, self.grid = k, s, decay, eps, rl["grid"]
+        self.register_buffer("embed", torch.randn(k, d))
+        self.register_buffer("cluster_size", torch.zeros(k))
+        self.register_buffer("embed_avg", torch.zeros(k, d))
+        self.conv = nn.Conv2d(d, s, 3, padding=1)
+        self.inter = nn.ModuleList(
+            [nn.ModuleDict(dict(qkv=nn.Linear(d, 3 * d, bias=False), proj=nn.Linear(d, d)))
+             for _ in range(rl["interaction_depth"])])
+
+    def quantize(self, z):
+        with torch.no_grad():
+            dist = (z ** 2).sum(1, keepdim=True) + (self.embed ** 2).sum(1) - 2 * z @ self.embed.T
+            onehot = F.one_hot(dist.argmin(1), self.k).float()
+            if self.training:
+                g = self.decay
+                self.cluster_size.mul_(g).add_(onehot.sum(0) * (1 - g))
+                self.embed_avg.mul_(g).add_(onehot.T @ z * (1 - g))
+                n = self.cluster_size.sum()
+                size = (self.cluster_size + self.eps) / (n + self.k * self.eps) * n
+                self.embed.copy_(self.embed_avg / size[:, None])
+            q = onehot @ self.embed
+        return z + (q - z).detach()
+
+    def forward(self, z, t):
+        bt, p, d = z.shape
+        h, w = self.grid
+        x = self.quantize(z.reshape(bt * p, d)).view(bt, p, d).transpose(1, 2).reshape(bt, d, h, w)
+        m = self.conv(x)
+        r = torch.einsum("nshw,nchw->nsc", m, x) / (h * w)
+        r = r.reshape(bt // t, t * self.s, d)
+        for l in self.inter:
+            q, k_, v = l["qkv"](r).chunk(3, -1)
+            sp = lambda y: y.view(y.shape[0], y.shape[1], 8, d // 8).transpose(1, 2)
+            a = F.scaled_dot_product_attention(sp(q), sp(k_), sp(v))
+            r = l["proj"](a.transpose(1, 2).reshape(r.shape))
+        return r
+
+
+class RLVideo(Video):
+    """The video tower over learned regions (src/train/video.rs, grid input)."""
+
+    def __init__(self, c):
+        super().__init__(c)
+        d = c["video_hidden"]
+        self.rl = RegionLearner(d, c["region_learner"])
+        self.slot = nn.Parameter(torch.randn(c["region_learner"]["regions"], d) * 0.02)
+
+    def forward(self, feats, locs, rmask):
+        b, f, p, _ = feats.shape
+        d = self.cls_token.shape[-1]
+        s = self.slot.shape[0]
+        z = self.feature_embed(feats).view(b * f, p, d)
+        r = self.rl(z, f).view(b, f, s, d)
+        x = r + self.slot.view(1, 1, s, d) + self.temporal_embed(torch.arange(f)).view(1, f, 1, d)
+        return super().blocks_forward(x, torch.ones(b, f, s))
 
 
 class TBlock(nn.Module):
@@ -147,11 +227,13 @@ def losses(v, r, rm, t, w, wm, temp=0.05):
 
 def torch_case(c, steps):
     torch.manual_seed(0)
-    video, text = Video(c), Text(c)
+    video, text = (RLVideo(c) if c.get("region_learner") else Video(c)), Text(c)
     vp, tp = nn.Linear(c["video_hidden"], c["embed_dim"]), nn.Linear(c["text_hidden"], c["embed_dim"])
     mods = nn.ModuleList([video, text, vp, tp]).train()
     opt = torch.optim.AdamW(mods.parameters(), lr=1e-4, weight_decay=0.01)
     b, f, k, L = c["batch"], c["frames"], c["regions"], c["text_len"]
+    if c.get("region_learner"):
+        k = c["region_learner"]["grid"][0] * c["region_learner"]["grid"][1]
     nb = torch.randint(k // 2, k + 1, (b, f, 1))
     rmask = (torch.arange(k).view(1, 1, k) < nb).float()
     lens = torch.randint(L // 2, L + 1, (b, 1))
@@ -197,12 +279,18 @@ def main():
                 r = json.loads(line[7:])
                 rust[r["name"]] = r
     print(f"torch {torch.__version__}, {a.threads} threads, CPU, {a.steps} timed steps after 1 warm-up")
-    print(f"{'case':8} {'batch':>5} {'frames':>6} {'pytorch s/step':>15} {'rust s/step':>12} {'rust/pytorch':>12}")
+    print(f"{'case':10} {'batch':>5} {'frames':>6} {'pytorch s/step':>15} {'rust s/step':>12} {'rust/pytorch':>12}")
     for s in specs:
         p = torch_case(s, a.steps)
         r = rust.get(s["name"])
         rs = f"{r['step_s']:12.3f} {r['step_s'] / p['step_s']:12.2f}" if r else f"{'-':>12} {'-':>12}"
-        print(f"{s['name']:8} {s['batch']:5d} {s['frames']:6d} {p['step_s']:15.3f} {rs}")
+        print(f"{s['name']:10} {s['batch']:5d} {s['frames']:6d} {p['step_s']:15.3f} {rs}")
+    # RegionLearner against DemoVLP regions at the same batch (Rust side, same run).
+    for s in specs:
+        base = s["name"].removesuffix("-rl")
+        if s["name"].endswith("-rl") and s["name"] in rust and base in rust:
+            ratio = rust[s["name"]]["step_s"] / rust[base]["step_s"]
+            print(f"rust {s['name']} / {base} (RegionLearner / DemoVLP regions, same batch): {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ pub const TITLE_H: u32 = 2 * GLYPH_H + 4 + GLYPH_H;
 pub const LABEL_H: u32 = GLYPH_H + 4;
 /// Thickness of box outlines, pixels.
 pub const LINE: i64 = 2;
-const BACKGROUND: [u8; 3] = [24, 24, 24];
-const TEXT: [u8; 3] = [235, 235, 235];
+pub(super) const BACKGROUND: [u8; 3] = [24, 24, 24];
+pub(super) const TEXT: [u8; 3] = [235, 235, 235];
 /// Box colours, picked by class index.
 pub const PALETTE: [[u8; 3]; 12] = [
     [255, 59, 48],
@@ -121,16 +121,16 @@ pub struct DrawReport {
     pub frames: Vec<DrawnFrame>,
 }
 
-struct Canvas {
-    w: u32,
-    h: u32,
-    rgb: Vec<u8>,
+pub(super) struct Canvas {
+    pub(super) w: u32,
+    pub(super) h: u32,
+    pub(super) rgb: Vec<u8>,
     /// Drawing is clipped to `[x0, x1) × [y0, y1)`.
-    clip: (i64, i64, i64, i64),
+    pub(super) clip: (i64, i64, i64, i64),
 }
 
 impl Canvas {
-    fn new(w: u32, h: u32) -> Self {
+    pub(super) fn new(w: u32, h: u32) -> Self {
         let mut rgb = vec![0u8; w as usize * h as usize * 3];
         for px in rgb.chunks_exact_mut(3) {
             px.copy_from_slice(&BACKGROUND);
@@ -143,11 +143,11 @@ impl Canvas {
         }
     }
 
-    fn unclip(&mut self) {
+    pub(super) fn unclip(&mut self) {
         self.clip = (0, 0, self.w as i64, self.h as i64);
     }
 
-    fn put(&mut self, x: i64, y: i64, c: [u8; 3]) {
+    pub(super) fn put(&mut self, x: i64, y: i64, c: [u8; 3]) {
         let (x0, y0, x1, y1) = self.clip;
         if x >= x0 && x < x1 && y >= y0 && y < y1 {
             let i = (y as usize * self.w as usize + x as usize) * 3;
@@ -155,7 +155,7 @@ impl Canvas {
         }
     }
 
-    fn fill(&mut self, x: i64, y: i64, w: i64, h: i64, c: [u8; 3]) {
+    pub(super) fn fill(&mut self, x: i64, y: i64, w: i64, h: i64, c: [u8; 3]) {
         for yy in y..y + h {
             for xx in x..x + w {
                 self.put(xx, yy, c);
@@ -164,7 +164,7 @@ impl Canvas {
     }
 
     /// Outline of `[x1, x2] × [y1, y2]` (inclusive), `LINE` pixels thick, drawn inwards.
-    fn rect(&mut self, x1: i64, y1: i64, x2: i64, y2: i64, c: [u8; 3]) {
+    pub(super) fn rect(&mut self, x1: i64, y1: i64, x2: i64, y2: i64, c: [u8; 3]) {
         let (w, h) = (x2 - x1 + 1, y2 - y1 + 1);
         let t = LINE.min(w).min(h).max(1);
         self.fill(x1, y1, w, t, c);
@@ -173,7 +173,7 @@ impl Canvas {
         self.fill(x2 - t + 1, y1, t, h, c);
     }
 
-    fn text(&mut self, s: &str, x: i64, y: i64, scale: u32, c: [u8; 3]) {
+    pub(super) fn text(&mut self, s: &str, x: i64, y: i64, scale: u32, c: [u8; 3]) {
         let mut pts = Vec::new();
         font::render(s, x, y, scale, |px, py| pts.push((px, py)));
         for (px, py) in pts {
@@ -183,7 +183,7 @@ impl Canvas {
 
     /// Pastes `frame` scaled to `dw × dh` at `(x, y)`: area average when shrinking, nearest
     /// neighbour when enlarging.
-    fn paste_scaled(&mut self, frame: &RgbFrame, (x, y): (u32, u32), (dw, dh): (u32, u32)) {
+    pub(super) fn paste_scaled(&mut self, frame: &RgbFrame, (x, y): (u32, u32), (dw, dh): (u32, u32)) {
         let (src, sw, sh) = (&frame.rgb, frame.width, frame.height);
         let (fx, fy) = (sw as f64 / dw as f64, sh as f64 / dh as f64);
         for dy in 0..dh {
@@ -220,7 +220,7 @@ fn readable_on(c: [u8; 3]) -> [u8; 3] {
 }
 
 /// Cuts `s` to at most `max_chars` characters (with "..." when cut).
-fn fit(s: &str, max_chars: usize) -> String {
+pub(super) fn fit(s: &str, max_chars: usize) -> String {
     if s.chars().count() <= max_chars {
         s.to_string()
     } else {
@@ -230,7 +230,7 @@ fn fit(s: &str, max_chars: usize) -> String {
     }
 }
 
-fn resolve_source(source: &str, root: Option<&Path>) -> PathBuf {
+pub(super) fn resolve_source(source: &str, root: Option<&Path>) -> PathBuf {
     let p = PathBuf::from(source);
     match root {
         Some(r) if p.is_relative() => r.join(p),

@@ -6,9 +6,11 @@
 //! - [`item_detail`]: one item frame by frame, box by box;
 //! - [`validate`]: schema conformance and value checks, each problem named by item and frame;
 //! - [`draw_item`]: a contact sheet of an item's frames (decoded again) with its boxes;
+//! - [`draw_region_masks`]: a grid item's learned-region masks (RegionLearner checkpoint);
 //! - [`export`]: per-frame DemoVLP/MILVLG `.npz` files or bottom-up-attention TSV rows.
 
 mod draw;
+mod draw_masks;
 mod export;
 mod font;
 mod grid;
@@ -25,6 +27,7 @@ use anyhow::{bail, Context};
 use crate::shard::ShardReader;
 
 pub use draw::{draw_item, DrawOptions, DrawReport, DrawnFrame};
+pub use draw_masks::{draw_region_masks, MaskReport, RegionMasks};
 pub use export::{export, ExportFormat, ExportSummary};
 pub use item::{item_detail, BoxDetail, FrameDetail, ItemDetail};
 pub use summary::{summarize, ClassCount, Histogram, ShardSummary, Stats, Summary};

@@ -49,6 +49,23 @@ pub struct BenchSpec {
     pub steps: usize,
     /// torch intra-op threads.
     pub threads: i32,
+    /// Grid input through RegionLearner instead of detector regions (`regions` is then unused
+    /// and each frame has Hg·Wg patches of `feature_dim`).
+    #[serde(default)]
+    pub region_learner: Option<BenchRegionLearner>,
+}
+
+/// RegionLearner sizes of a benchmark case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchRegionLearner {
+    /// Patch grid (Hg, Wg).
+    pub grid: (i64, i64),
+    /// Codebook entries.
+    pub codebook_size: i64,
+    /// Learned regions per frame.
+    pub regions: i64,
+    /// Interaction layers.
+    pub interaction_depth: i64,
 }
 
 /// Result of one case.
@@ -80,9 +97,22 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
     mc.video.num_layers = spec.video_layers;
     mc.video.num_heads = spec.video_heads;
     mc.video.max_frames = spec.frames.max(1) as usize;
+    let mut k = spec.regions;
+    let mut grid_hw = None;
+    if let Some(rl) = &spec.region_learner {
+        mc.video.input = crate::train::video::VideoInput::Grid;
+        mc.video.region_learner = Some(crate::train::region_learner::RegionLearnerConfig {
+            codebook_size: rl.codebook_size,
+            regions: rl.regions,
+            interaction_depth: rl.interaction_depth,
+            ..Default::default()
+        });
+        k = rl.grid.0 * rl.grid.1;
+        grid_hw = Some(rl.grid);
+    }
     let (vs, m) = model::build(&mc, &text_cfg, device, false)?;
     let mut opt = AdamW::new(&vs, &OptimConfig::default());
-    let (b, f, k) = (spec.batch, spec.frames, spec.regions);
+    let (b, f) = (spec.batch, spec.frames);
     let nb = Tensor::randint_low(k / 2, k + 1, [b, f, 1], (Kind::Int64, device));
     let region_mask = Tensor::arange(k, (Kind::Int64, device))
         .view([1, 1, k])
@@ -99,6 +129,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchResult> {
         .lt_tensor(&lens)
         .to_kind(Kind::Int64);
     let batch = TensorBatch {
+        grid_hw,
         features: Tensor::randn([b, f, k, spec.feature_dim], (Kind::Float, device)).relu(),
         locations: Tensor::rand([b, f, k, LOC_DIM as i64], (Kind::Float, device)),
         region_mask,

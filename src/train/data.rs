@@ -51,6 +51,11 @@ pub trait RegionSource: Send + Sync {
     fn num_frames(&self, i: usize) -> usize;
     /// Reads the given frames (indices within the item).
     fn read_frames(&self, i: usize, frames: &[usize]) -> Result<FrameBlock>;
+    /// `Some((Hg, Wg))` for patch-grid data (`model_kind = "grid"`: K = Hg·Wg patches per frame,
+    /// locations unused), `None` for detector regions.
+    fn grid_hw(&self) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 /// In-memory source (tests, synthetic data).
@@ -60,6 +65,8 @@ pub struct MemorySource {
     pub feature_dim: usize,
     /// K.
     pub max_boxes: usize,
+    /// Patch grid `(Hg, Wg)` (K = Hg·Wg) for grid data; `None` for regions.
+    pub grid_hw: Option<(usize, usize)>,
     /// Items.
     pub items: Vec<MemoryItem>,
 }
@@ -84,6 +91,9 @@ impl RegionSource for MemorySource {
     }
     fn max_boxes(&self) -> usize {
         self.max_boxes
+    }
+    fn grid_hw(&self) -> Option<(usize, usize)> {
+        self.grid_hw
     }
     fn item_id(&self, i: usize) -> String {
         self.items[i].id.clone()
@@ -117,6 +127,7 @@ pub struct Mixture {
     index: Vec<(u32, u32)>,
     feature_dim: usize,
     max_boxes: usize,
+    grid_hw: Option<(usize, usize)>,
 }
 
 impl Mixture {
@@ -124,6 +135,7 @@ impl Mixture {
     pub fn new(sources: Vec<Arc<dyn RegionSource>>, captioned_only: bool) -> Result<Self> {
         ensure!(!sources.is_empty(), "no data sources");
         let feature_dim = sources[0].feature_dim();
+        let grid_hw = sources[0].grid_hw();
         let mut index = vec![];
         let mut max_boxes = 0;
         for (s, src) in sources.iter().enumerate() {
@@ -131,6 +143,12 @@ impl Mixture {
                 src.feature_dim() == feature_dim,
                 "datasets disagree on feature_dim ({} vs {feature_dim})",
                 src.feature_dim()
+            );
+            ensure!(
+                src.grid_hw() == grid_hw,
+                "datasets disagree on their kind: {} vs {} (all must be region shards or all grid shards of one grid size)",
+                kind_name(src.grid_hw()),
+                kind_name(grid_hw)
             );
             max_boxes = max_boxes.max(src.max_boxes());
             for i in 0..src.len() {
@@ -145,7 +163,12 @@ impl Mixture {
             index,
             feature_dim,
             max_boxes,
+            grid_hw,
         })
+    }
+    /// Patch grid of grid data, `None` for regions.
+    pub fn grid_hw(&self) -> Option<(usize, usize)> {
+        self.grid_hw
     }
     /// Items.
     pub fn len(&self) -> usize {
@@ -176,6 +199,14 @@ impl Mixture {
     pub fn item_id(&self, i: usize) -> String {
         let (s, l) = self.get(i);
         s.item_id(l)
+    }
+}
+
+/// "regions" or "grid HgxWg", for messages.
+pub fn kind_name(grid_hw: Option<(usize, usize)>) -> String {
+    match grid_hw {
+        None => "regions (detector boxes)".into(),
+        Some((h, w)) => format!("grid ({h}x{w} patches)"),
     }
 }
 
@@ -283,6 +314,8 @@ pub struct HostBatch {
     pub word_mask: Vec<f32>,
     /// Global item indices.
     pub items: Vec<usize>,
+    /// Patch grid for grid data.
+    pub grid_hw: Option<(usize, usize)>,
 }
 
 /// How an epoch's items become batches.
@@ -366,6 +399,7 @@ pub fn assemble(
         attention_mask,
         word_mask,
         items: items.to_vec(),
+        grid_hw: mix.grid_hw(),
     })
 }
 
@@ -389,6 +423,7 @@ impl HostBatch {
                 .view([b, l])
                 .to_device(device),
             word_mask: t(&self.word_mask, &[b, l]).to_kind(Kind::Float),
+            grid_hw: self.grid_hw.map(|(h, w)| (h as i64, w as i64)),
         }
     }
 }

@@ -15,8 +15,10 @@ pub mod data;
 pub mod eval;
 pub mod layers;
 pub mod loss;
+pub mod masks;
 pub mod model;
 pub mod optim;
+pub mod region_learner;
 pub mod shards;
 pub mod synth;
 pub mod text;
@@ -27,3 +29,5 @@ pub use trainer::device_from_str;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_region_learner;

@@ -9,7 +9,7 @@ use crate::train::config::ModelConfig;
 use crate::train::layers::{self, Ctx};
 use crate::train::loss::Embeddings;
 use crate::train::text::{TextEncoder, TextModelConfig};
-use crate::train::video::VideoEncoder;
+use crate::train::video::{LearnedRegions, VideoEncoder};
 
 /// A batch on the device.
 pub struct TensorBatch {
@@ -25,6 +25,8 @@ pub struct TensorBatch {
     pub attention_mask: Tensor,
     /// `[B, L]` f32 (1 = word, not special, not padding).
     pub word_mask: Tensor,
+    /// Grid input: `(Hg, Wg)`, with `features [B, F, Hg*Wg, D]`.
+    pub grid_hw: Option<(i64, i64)>,
 }
 
 /// DemoVLP two-tower model.
@@ -55,12 +57,26 @@ impl DemoVlp {
 
     /// Encodes videos: `(global [B,E], regions [B,N,E], region_mask [B,N])`, normalized, f32.
     pub fn encode_video(&self, b: &TensorBatch, ctx: Ctx) -> (Tensor, Tensor, Tensor) {
-        let out = self
-            .video
-            .forward(&b.features, &b.locations, &b.region_mask, ctx);
+        let (g, r, m, _) = self.encode_video_full(b, ctx);
+        (g, r, m)
+    }
+
+    /// [`Self::encode_video`] plus what RegionLearner produced (grid input with it on).
+    pub fn encode_video_full(
+        &self,
+        b: &TensorBatch,
+        ctx: Ctx,
+    ) -> (Tensor, Tensor, Tensor, Option<LearnedRegions>) {
+        let out = self.video.forward(
+            &b.features,
+            &b.locations,
+            &b.region_mask,
+            b.grid_hw,
+            ctx,
+        );
         let g = layers::apply_linear(&self.video_proj, &out.cls, ctx).to_kind(Kind::Float);
         let r = layers::apply_linear(&self.video_proj, &out.regions, ctx).to_kind(Kind::Float);
-        (normalize(&g), normalize(&r), out.region_mask)
+        (normalize(&g), normalize(&r), out.region_mask, out.learned)
     }
 
     /// Encodes texts: `(sentence [B,E], words [B,L,E], word_mask [B,L])`, normalized, f32.
@@ -73,16 +89,22 @@ impl DemoVlp {
 
     /// Both towers.
     pub fn forward(&self, b: &TensorBatch, ctx: Ctx) -> Embeddings {
-        let (video, regions, region_mask) = self.encode_video(b, ctx);
+        self.forward_full(b, ctx).0
+    }
+
+    /// Both towers, plus RegionLearner's outputs (commitment term, masks) when it is on.
+    pub fn forward_full(&self, b: &TensorBatch, ctx: Ctx) -> (Embeddings, Option<LearnedRegions>) {
+        let (video, regions, region_mask, learned) = self.encode_video_full(b, ctx);
         let (text, words, word_mask) = self.encode_text(b, ctx);
-        Embeddings {
+        let emb = Embeddings {
             video,
             regions,
             region_mask,
             text,
             words,
             word_mask,
-        }
+        };
+        (emb, learned)
     }
 }
 

@@ -152,6 +152,7 @@ pub fn planted_from_sets(spec: &PlantedSpec, sets: &[Vec<usize>]) -> MemorySourc
     MemorySource {
         feature_dim: d,
         max_boxes: k,
+        grid_hw: None,
         items,
     }
 }
@@ -205,4 +206,107 @@ pub fn write_tiny_text_model(
     };
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
     Ok(())
+}
+
+/// Planted patch-grid dataset: every patch of a frame is background noise N(0, noise²) except
+/// one patch per caption word (a random place in each frame) holding that word's code, scaled
+/// to `object_norm`. Only a model that singles out those patches can tell items apart: the
+/// mean over the grid drowns the codes in `Hg·Wg` noise patches.
+#[derive(Debug, Clone)]
+pub struct PlantedGridSpec {
+    /// Items.
+    pub items: usize,
+    /// Vocabulary of concept words.
+    pub words: usize,
+    /// Words (objects) per caption.
+    pub words_per_caption: usize,
+    /// Patch feature size D.
+    pub feature_dim: usize,
+    /// Grid (Hg, Wg).
+    pub grid: (usize, usize),
+    /// Frames per item.
+    pub frames: usize,
+    /// Background noise std.
+    pub noise: f32,
+    /// Norm of an object patch's code.
+    pub object_norm: f32,
+    /// Seed of the word codes.
+    pub code_seed: u64,
+    /// Seed of the items.
+    pub seed: u64,
+}
+
+impl Default for PlantedGridSpec {
+    fn default() -> Self {
+        Self {
+            items: 256,
+            words: 24,
+            words_per_caption: 2,
+            feature_dim: 32,
+            grid: (8, 8),
+            frames: 1,
+            noise: 1.0,
+            object_norm: 6.0,
+            code_seed: 7,
+            seed: 1,
+        }
+    }
+}
+
+/// A planted grid dataset with random captions.
+pub fn planted_grid(spec: &PlantedGridSpec) -> MemorySource {
+    let words = PlantedSpec {
+        words: spec.words,
+        words_per_caption: spec.words_per_caption,
+        feature_dim: spec.feature_dim,
+        code_seed: spec.code_seed,
+        ..Default::default()
+    };
+    let codes = codes(&words);
+    let mut rng = Rng::new(spec.seed, &[0x6A1D]);
+    let sets = random_word_sets(&words, spec.items, &mut rng);
+    let (h, w) = spec.grid;
+    let (p, d) = (h * w, spec.feature_dim);
+    assert!(p >= spec.words_per_caption);
+    let scale = spec.object_norm / 2.0; // codes() have norm 2
+    let items = sets
+        .iter()
+        .enumerate()
+        .map(|(i, ws)| {
+            let mut fb = FrameBlock {
+                features: vec![0.0; spec.frames * p * d],
+                locations: vec![0.0; spec.frames * p * LOC_DIM],
+                num_boxes: vec![p as u32; spec.frames],
+            };
+            for f in 0..spec.frames {
+                let frame = &mut fb.features[f * p * d..(f + 1) * p * d];
+                for x in frame.iter_mut() {
+                    *x = spec.noise * rng.normal() as f32;
+                }
+                let mut places: Vec<usize> = vec![];
+                while places.len() < ws.len() {
+                    let q = rng.below(p);
+                    if !places.contains(&q) {
+                        places.push(q);
+                    }
+                }
+                for (&wd, &q) in ws.iter().zip(&places) {
+                    for (x, c) in frame[q * d..(q + 1) * d].iter_mut().zip(&codes[wd]) {
+                        *x = scale * c + 0.05 * rng.normal() as f32;
+                    }
+                }
+            }
+            MemoryItem {
+                id: format!("grid{i}"),
+                caption: caption(ws),
+                frames: fb,
+            }
+        })
+        .collect();
+    MemorySource {
+        feature_dim: d,
+        max_boxes: p,
+        grid_hw: Some(spec.grid),
+        items,
+    }
 }

@@ -19,22 +19,22 @@ use super::trainer::{RunOptions, Trainer};
 
 /// libtorch's default RNG is process-global: tests that seed it or train hold this lock so
 /// parallel tests cannot interleave their random streams.
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+pub(super) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn repo() -> PathBuf {
+pub(super) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> PathBuf {
+pub(super) fn python() -> PathBuf {
     std::env::var_os("REGIONFEAT_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".venv/bin/python"))
 }
 
-fn run_py(script: &str, args: &[&Path]) {
+pub(super) fn run_py(script: &str, args: &[&Path]) {
     let out = Command::new(python())
         .arg(repo().join("tests/train").join(script))
         .args(args)
@@ -52,11 +52,11 @@ fn run_py(script: &str, args: &[&Path]) {
     );
 }
 
-fn to_vec(t: &Tensor) -> Vec<f64> {
+pub(super) fn to_vec(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.to_kind(Kind::Double).contiguous().view([-1])).unwrap()
 }
 
-fn json_vec(v: &serde_json::Value) -> Vec<f64> {
+pub(super) fn json_vec(v: &serde_json::Value) -> Vec<f64> {
     fn walk(v: &serde_json::Value, out: &mut Vec<f64>) {
         match v {
             serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
@@ -68,7 +68,7 @@ fn json_vec(v: &serde_json::Value) -> Vec<f64> {
     out
 }
 
-fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+pub(super) fn assert_close(a: &[f64], b: &[f64], tol: f64, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: length");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         assert!(
@@ -95,7 +95,7 @@ fn random_mask(rows: i64, cols: i64, rng: &mut Rng) -> Tensor {
     Tensor::from_slice(&v).view([rows, cols])
 }
 
-fn tensor_json(t: &Tensor) -> serde_json::Value {
+pub(super) fn tensor_json(t: &Tensor) -> serde_json::Value {
     fn build(v: &[f64], shape: &[i64]) -> serde_json::Value {
         if shape.len() == 1 {
             return serde_json::json!(v);
@@ -433,25 +433,25 @@ fn video_encoder_ignores_padding_and_keeps_frames_apart() {
         1f32, 1., 1., 0., 0., 1., 1., 0., 0., 0., 1., 1., 1., 1., 1., 1., 0., 0., 0., 0.,
     ])
     .view([b, f, k]);
-    let out = tch::no_grad(|| enc.forward(&feats, &locs, &mask, Ctx::eval()));
+    let out = tch::no_grad(|| enc.forward(&feats, &locs, &mask, None, Ctx::eval()));
     // Changing padded regions changes nothing that is valid.
     let pad = (1.0 - mask.unsqueeze(-1)) * 100.0;
-    let out2 = tch::no_grad(|| enc.forward(&(&feats + &pad), &locs, &mask, Ctx::eval()));
+    let out2 = tch::no_grad(|| enc.forward(&(&feats + &pad), &locs, &mask, None, Ctx::eval()));
     assert!(out.cls.allclose(&out2.cls, 1e-5, 1e-5, false));
     let valid = out.region_mask.unsqueeze(-1);
     assert!((&out.regions * &valid).allclose(&(&out2.regions * &valid), 1e-5, 1e-5, false));
     // Changing frame 1 does not move frame-0 region tokens, but moves [CLS].
     let feats3 = feats.copy();
     let _ = feats3.narrow(1, 1, 1).g_add_scalar_(1.0);
-    let out3 = tch::no_grad(|| enc.forward(&feats3, &locs, &mask, Ctx::eval()));
+    let out3 = tch::no_grad(|| enc.forward(&feats3, &locs, &mask, None, Ctx::eval()));
     let f0 = |o: &super::video::VideoOutput| o.regions.narrow(1, 0, k).shallow_clone();
     // Frame-0 tokens do see [CLS] (which sees frame 1) from the 2nd layer on, so compare a 1-layer encoder.
     let vs1 = nn::VarStore::new(Device::Cpu);
     let mut c1 = tiny_video_cfg(16, 2);
     c1.num_layers = 1;
     let enc1 = super::video::VideoEncoder::new(vs1.root() / "video", &c1);
-    let a = tch::no_grad(|| enc1.forward(&feats, &locs, &mask, Ctx::eval()));
-    let c = tch::no_grad(|| enc1.forward(&feats3, &locs, &mask, Ctx::eval()));
+    let a = tch::no_grad(|| enc1.forward(&feats, &locs, &mask, None, Ctx::eval()));
+    let c = tch::no_grad(|| enc1.forward(&feats3, &locs, &mask, None, Ctx::eval()));
     assert!(
         f0(&a).allclose(&f0(&c), 1e-5, 1e-5, false),
         "frame attention leaks across frames"
@@ -531,7 +531,7 @@ fn adamw_first_step_and_schedule() {
 }
 
 /// A tiny trainer config over a temp dir (data comes from memory sources).
-fn tiny_config(dir: &Path, extra: &str) -> TrainConfig {
+pub(super) fn tiny_config(dir: &Path, extra: &str) -> TrainConfig {
     let text_dir = dir.join("text");
     if !text_dir.join("config.json").exists() {
         synth::write_tiny_text_model(&text_dir, 64, 32, 1, 4, TinyArch::Bert).unwrap();
@@ -586,20 +586,30 @@ every_steps = 1
     TrainConfig::from_toml(&toml::to_string(&v).unwrap()).unwrap()
 }
 
-fn mem(spec: &PlantedSpec) -> Arc<dyn RegionSource> {
+pub(super) fn mem(spec: &PlantedSpec) -> Arc<dyn RegionSource> {
     Arc::new(synth::planted(spec))
 }
 
 #[test]
 fn resumed_run_continues_the_same_loss_sequence() {
-    let _rng = rng_lock();
-    let dir = tempfile::tempdir().unwrap();
     let spec = PlantedSpec {
         items: 96,
         ..Default::default()
     };
+    assert_resume_exact("", &|| mem(&spec));
+}
+
+/// Trains 9 steps uninterrupted and 4 + 5 with a stop and a resume in between (2 frames,
+/// accumulation 2, dropout); asserts the same loss at every step. Returns the two output
+/// directories (uninterrupted, resumed) for further checks.
+pub(super) fn assert_resume_exact(
+    extra: &str,
+    source: &dyn Fn() -> Arc<dyn RegionSource>,
+) -> (tempfile::TempDir, tempfile::TempDir) {
+    let _rng = rng_lock();
+    let dir = tempfile::tempdir().unwrap();
     // 96 items / 16 = 6 micro-batches per epoch, accumulation 2 → 3 steps per epoch, 3 epochs.
-    let extra = r#"
+    let base = r#"
 [data]
 frames = 2
 [optim]
@@ -608,16 +618,11 @@ grad_accum = 2
 [model.video]
 dropout = 0.1
 "#;
-    let cfg = tiny_config(dir.path(), extra);
-    let full = Trainer::new(
-        cfg.clone(),
-        Some(vec![mem(&spec)]),
-        None,
-        &RunOptions::default(),
-    )
-    .unwrap()
-    .run(&RunOptions::default())
-    .unwrap();
+    let cfg = tiny_config(dir.path(), &format!("{base}{extra}"));
+    let full = Trainer::new(cfg.clone(), Some(vec![source()]), None, &RunOptions::default())
+        .unwrap()
+        .run(&RunOptions::default())
+        .unwrap();
     assert_eq!(full.steps.len(), 9);
     let dir2 = tempfile::tempdir().unwrap();
     let mut cfg2 = cfg.clone();
@@ -626,7 +631,7 @@ dropout = 0.1
         stop_after: Some(4),
         ..Default::default()
     };
-    let first = Trainer::new(cfg2.clone(), Some(vec![mem(&spec)]), None, &stop)
+    let first = Trainer::new(cfg2.clone(), Some(vec![source()]), None, &stop)
         .unwrap()
         .run(&stop)
         .unwrap();
@@ -635,7 +640,7 @@ dropout = 0.1
         resume: true,
         ..Default::default()
     };
-    let rest = Trainer::new(cfg2, Some(vec![mem(&spec)]), None, &resume)
+    let rest = Trainer::new(cfg2, Some(vec![source()]), None, &resume)
         .unwrap()
         .run(&resume)
         .unwrap();
@@ -659,11 +664,12 @@ dropout = 0.1
     let lines = std::fs::read_to_string(dir.path().join("out/metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 9);
     assert!(lines.lines().next().unwrap().contains("samples_per_s"));
+    (dir, dir2)
 }
 
 /// Trains on a planted train set, evaluates on a held-out planted set; returns (before, after)
 /// text→video R@1.
-fn planted_run(
+pub(super) fn planted_run(
     dir: &Path,
     extra: &str,
     train: &PlantedSpec,
@@ -986,6 +992,8 @@ fn example_configs_parse() {
         "pretrain-webvid-cc3m.toml",
         "finetune-msrvtt.toml",
         "train-planted-tiny.toml",
+        "pretrain-regionlearner.toml",
+        "train-regionlearner-samples.toml",
     ] {
         let p = repo().join("examples").join(name);
         let text = std::fs::read_to_string(&p).unwrap();

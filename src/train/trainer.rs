@@ -55,7 +55,22 @@ pub struct StepLog {
     pub grad_norm: f64,
     /// Training throughput since the last log line.
     pub samples_per_s: f64,
+    /// RegionLearner commitment term ‖z − sg(e)‖² (unweighted), when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vq_commitment: Option<f64>,
+    /// Codebook entries chosen at least once since the last log line (logged steps only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codes_used: Option<u64>,
+    /// Codebook size K.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codebook_size: Option<u64>,
+    /// Something a user should look at (e.g. a collapsing codebook).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
+
+/// Below this fraction of codes in use, the log warns of codebook collapse.
+pub const CODEBOOK_COLLAPSE_FRACTION: f64 = 0.1;
 
 /// Result of a run.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +99,23 @@ pub fn device_from_str(s: &str) -> Result<Device> {
             None => bail!("unknown device {s:?} (auto, cpu, cuda, cuda:N)"),
         },
     })
+}
+
+/// Fails when a source's kind (region or grid shards) is not what `model.video.input` reads.
+fn check_kind(src: &dyn RegionSource, want_grid: bool, what: &str) -> Result<()> {
+    match (src.grid_hw(), want_grid) {
+        (Some((h, w)), false) => bail!(
+            "{what} holds grid features (model_kind = \"grid\", {h}x{w} patches) but \
+             model.video.input = \"regions\": set model.video.input = \"grid\" (with \
+             [model.video.region_learner] for RegionLearner) or give region shards"
+        ),
+        (None, true) => bail!(
+            "{what} holds detector regions (model_kind = \"regions\") but \
+             model.video.input = \"grid\": set model.video.input = \"regions\" or give grid \
+             shards (regionfeat extract with a grid model)"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// A ready-to-run trainer.
@@ -126,15 +158,31 @@ impl Trainer {
                 })
                 .collect::<Result<_>>()?,
         };
+        let want_grid = cfg.model.video.input == crate::train::video::VideoInput::Grid;
+        for (i, src) in sources.iter().enumerate() {
+            let name = cfg
+                .data
+                .datasets
+                .get(i)
+                .map(|d| format!("{:?} ({})", d.name, d.shards.display()))
+                .unwrap_or_else(|| format!("#{i}"));
+            check_kind(src.as_ref(), want_grid, &format!("dataset {name}"))?;
+        }
+        if let Some(s) = &eval_source {
+            check_kind(s.as_ref(), want_grid, "the evaluation set")?;
+        }
         let mix = Arc::new(Mixture::new(sources, true)?);
         let eval_mix = match (eval_source, &cfg.eval) {
             (Some(s), _) => Some(Arc::new(Mixture::new(vec![s], true)?)),
-            (None, Some(e)) => Some(Arc::new(Mixture::new(
-                vec![Arc::new(crate::train::shards::ShardSource::open(
-                    &e.shards,
-                )?)],
-                true,
-            )?)),
+            (None, Some(e)) => {
+                let src = crate::train::shards::ShardSource::open(&e.shards)?;
+                check_kind(
+                    &src,
+                    want_grid,
+                    &format!("eval.shards ({})", e.shards.display()),
+                )?;
+                Some(Arc::new(Mixture::new(vec![Arc::new(src)], true)?))
+            }
             (None, None) => None,
         };
         if mix.feature_dim() as i64 != cfg.model.video.feature_dim {
@@ -340,9 +388,17 @@ impl Trainer {
         let mut samples_since = 0u64;
         let eval_every = self.cfg.eval.as_ref().map(|e| e.every_epochs.max(1) as u64);
         let model_ctx_seed = self.cfg.seed;
+        let commitment_weight = self
+            .cfg
+            .model
+            .video
+            .region_learner
+            .as_ref()
+            .map_or(0.0, |r| r.commitment);
 
         while self.state.step < self.total_steps {
-            let mut acc = [0f64; 5];
+            let mut acc = [0f64; 6];
+            let mut has_vq = false;
             let mut has_local = false;
             for micro in 0..accum {
                 let (bi, hb) = match loader.next() {
@@ -372,9 +428,16 @@ impl Trainer {
                         as i64,
                 );
                 let batch = hb.to_device(self.device);
-                let emb = self.model.forward(&batch, ctx);
+                let (emb, learned) = self.model.forward_full(&batch, ctx);
                 let terms = loss::losses(&emb, self.cfg.loss.temperature, rwa);
-                let total = terms.total(self.cfg.loss.rwa_weight);
+                let mut total = terms.total(self.cfg.loss.rwa_weight);
+                if let Some(l) = &learned {
+                    has_vq = true;
+                    acc[5] += l.commitment.double_value(&[]);
+                    if commitment_weight > 0.0 {
+                        total = total + &l.commitment * commitment_weight;
+                    }
+                }
                 (&total / accum as f64).backward();
                 acc[0] += total.double_value(&[]);
                 acc[1] += terms.global_v2t.double_value(&[]);
@@ -397,7 +460,7 @@ impl Trainer {
             self.state.step += 1;
             let k = accum as f64;
             let secs = t_log.elapsed().as_secs_f64().max(1e-9);
-            let log = StepLog {
+            let mut log = StepLog {
                 step: self.state.step,
                 epoch: self.state.epoch,
                 lr,
@@ -408,6 +471,10 @@ impl Trainer {
                 local_t2v: has_local.then_some(acc[4] / k),
                 grad_norm,
                 samples_per_s: samples_since as f64 / secs,
+                vq_commitment: has_vq.then_some(acc[5] / k),
+                codes_used: None,
+                codebook_size: None,
+                warning: None,
             };
             if !log.loss.is_finite() {
                 bail!("loss is {} at step {}", log.loss, log.step);
@@ -419,8 +486,27 @@ impl Trainer {
                 .is_multiple_of(self.cfg.log.every_steps.max(1))
                 || self.state.step == self.total_steps
             {
+                if let Some(rl) = self.model.video.region_learner() {
+                    let (used, total) = rl.codebook.take_usage();
+                    log.codes_used = Some(used);
+                    log.codebook_size = Some(total);
+                    if (used as f64) < CODEBOOK_COLLAPSE_FRACTION * total as f64 {
+                        let w = format!(
+                            "codebook collapse: {used} of {total} codes used since the last log \
+                             line (< {:.0}%)",
+                            CODEBOOK_COLLAPSE_FRACTION * 100.0
+                        );
+                        pb.suspend(|| eprintln!("warning: step {}: {w}", log.step));
+                        log.warning = Some(w);
+                    }
+                }
+                let codes = log
+                    .codes_used
+                    .zip(log.codebook_size)
+                    .map(|(u, t)| format!(" codes {u}/{t}"))
+                    .unwrap_or_default();
                 pb.set_message(format!(
-                    "loss {:.4} lr {:.2e} {:.1} samples/s",
+                    "loss {:.4} lr {:.2e} {:.1} samples/s{codes}",
                     log.loss, lr, log.samples_per_s
                 ));
                 writeln!(metrics, "{}", serde_json::to_string(&log)?)?;

@@ -6,6 +6,12 @@
 //! transformer directly (`patch_embed`, `pos_embed` and `head` are not used; `pos_embed[0]` is
 //! added to `cls_token`, as the ViT's [CLS] always sees it).
 //!
+//! Grid input (`input = "grid"`, shards of a patch-grid extractor): with
+//! `[model.video.region_learner]` the patches go through [`RegionLearner`] and its S learned
+//! regions per frame become the tokens (embedding: region + learned slot embedding + temporal,
+//! no location); without it each frame is one token, the mean of its patches (the mean-pooled
+//! baseline).
+//!
 //! Attention: padded regions are never attended to; with `frame_attention` a region token sees
 //! only [CLS] and the regions of its own frame, while [CLS] sees everything (as the public
 //! DemoVLP code does).
@@ -17,11 +23,29 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
 use crate::train::layers::{self, Ctx};
+use crate::train::region_learner::{RegionLearner, RegionLearnerConfig};
+
+/// What the video tower reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoInput {
+    /// Detector regions (features + box locations), `model_kind = "regions"` shards.
+    #[default]
+    Regions,
+    /// Patch grids, `model_kind = "grid"` shards.
+    Grid,
+}
 
 /// Video tower sizes (defaults: ViT-B, 2048-d VG features, 7-d locations, 8 frames).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VideoConfig {
+    /// `regions` (detector shards) or `grid` (patch-grid shards).
+    #[serde(default)]
+    pub input: VideoInput,
+    /// RegionLearner over grid input (absent: mean-pooled grid, one token per frame).
+    #[serde(default)]
+    pub region_learner: Option<RegionLearnerConfig>,
     /// Region feature size D.
     #[serde(default = "d2048")]
     pub feature_dim: i64,
@@ -100,6 +124,12 @@ impl VideoConfig {
         if self.feature_dim <= 0 || self.num_layers < 0 || self.max_frames == 0 {
             bail!("model.video: feature_dim, max_frames must be > 0");
         }
+        if let Some(rl) = &self.region_learner {
+            if self.input != VideoInput::Grid {
+                bail!("model.video.region_learner needs model.video.input = \"grid\"");
+            }
+            rl.validate(self.hidden_size)?;
+        }
         Ok(())
     }
 }
@@ -155,13 +185,27 @@ pub struct VideoOutput {
     pub regions: Tensor,
     /// `[B, F*K]` float, 1 = real region.
     pub region_mask: Tensor,
+    /// RegionLearner outputs (grid input with the region learner on).
+    pub learned: Option<LearnedRegions>,
+}
+
+/// What RegionLearner produced in a forward pass.
+pub struct LearnedRegions {
+    /// Masks `[B*F, S, Hg, Wg]`.
+    pub masks: Tensor,
+    /// Codes `[B*F, Hg*Wg]`.
+    pub indices: Tensor,
+    /// Commitment term (unweighted).
+    pub commitment: Tensor,
 }
 
 /// The video encoder.
 pub struct VideoEncoder {
     feature_embed: nn::Linear,
-    location_embed: nn::Linear,
+    location_embed: Option<nn::Linear>,
     temporal_embed: nn::Embedding,
+    region_learner: Option<RegionLearner>,
+    slot_embed: Option<Tensor>,
     cls_token: Tensor,
     embed_norm: layers::LayerNorm,
     blocks: Vec<Block>,
@@ -176,8 +220,23 @@ impl VideoEncoder {
         let d = c.hidden_size;
         Self {
             feature_embed: layers::linear(&p / "feature_embed", c.feature_dim, d),
-            location_embed: layers::linear(&p / "location_embed", c.location_dim, d),
+            location_embed: (c.input == VideoInput::Regions)
+                .then(|| layers::linear(&p / "location_embed", c.location_dim, d)),
             temporal_embed: layers::embedding(&p / "temporal_embed", c.max_frames as i64, d),
+            region_learner: c
+                .region_learner
+                .as_ref()
+                .map(|rl| RegionLearner::new(&p / "region_learner", d, rl)),
+            slot_embed: c.region_learner.as_ref().map(|rl| {
+                p.var(
+                    "slot_embed",
+                    &[rl.regions, d],
+                    nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.02,
+                    },
+                )
+            }),
             cls_token: p.var(
                 "cls_token",
                 &[1, 1, d],
@@ -195,22 +254,67 @@ impl VideoEncoder {
         }
     }
 
-    /// `features [B, F, K, D]`, `locations [B, F, K, 7]`, `region_mask [B, F, K]` (float).
+    /// The RegionLearner, when configured.
+    pub fn region_learner(&self) -> Option<&RegionLearner> {
+        self.region_learner.as_ref()
+    }
+
+    /// Region input: `features [B, F, K, D]`, `locations [B, F, K, 7]`, `region_mask [B, F, K]`
+    /// (float). Grid input: `features [B, F, Hg*Wg, D]` with `grid_hw`; locations and mask
+    /// are ignored.
     pub fn forward(
         &self,
         features: &Tensor,
         locations: &Tensor,
         region_mask: &Tensor,
+        grid_hw: Option<(i64, i64)>,
         ctx: Ctx,
     ) -> VideoOutput {
-        let (b, f, k, _) = features.size4().expect("features [B,F,K,D]");
+        let (b, f, _, _) = features.size4().expect("features [B,F,K,D]");
         let d = self.config.hidden_size;
         let dev = features.device();
-        let loc = locations.narrow(3, 0, self.config.location_dim);
         let frames = Tensor::arange(f, (Kind::Int64, dev));
-        let x = layers::apply_linear(&self.feature_embed, features, ctx).to_kind(Kind::Float)
-            + layers::apply_linear(&self.location_embed, &loc, ctx).to_kind(Kind::Float)
-            + frames.apply(&self.temporal_embed).view([1, f, 1, d]);
+        let temporal = frames.apply(&self.temporal_embed).view([1, f, 1, d]);
+        let (x, region_mask, learned) = match self.config.input {
+            VideoInput::Regions => {
+                let loc = locations.narrow(3, 0, self.config.location_dim);
+                let loc_embed = self.location_embed.as_ref().expect("region input");
+                let x = layers::apply_linear(&self.feature_embed, features, ctx)
+                    .to_kind(Kind::Float)
+                    + layers::apply_linear(loc_embed, &loc, ctx).to_kind(Kind::Float)
+                    + temporal;
+                (x, region_mask.shallow_clone(), None)
+            }
+            VideoInput::Grid => {
+                match (&self.region_learner, &self.slot_embed) {
+                    (Some(rl), Some(slot)) => {
+                        let p = features.size()[2];
+                        let hw = grid_hw.expect("RegionLearner input needs grid_hw");
+                        let z = layers::apply_linear(&self.feature_embed, features, ctx)
+                            .to_kind(Kind::Float)
+                            .view([b * f, p, d]);
+                        let out = rl.forward(&z, hw, f, ctx);
+                        let s = rl.config.regions;
+                        let x = out.regions.view([b, f, s, d]) + slot.view([1, 1, s, d]) + temporal;
+                        let mask = Tensor::ones([b, f, s], (Kind::Float, dev));
+                        let learned = LearnedRegions {
+                            masks: out.masks,
+                            indices: out.indices,
+                            commitment: out.commitment,
+                        };
+                        (x, mask, Some(learned))
+                    }
+                    _ => {
+                        let mean = features.mean_dim(2, true, features.kind());
+                        let x = layers::apply_linear(&self.feature_embed, &mean, ctx)
+                            .to_kind(Kind::Float)
+                            + temporal;
+                        (x, Tensor::ones([b, f, 1], (Kind::Float, dev)), None)
+                    }
+                }
+            }
+        };
+        let k = x.size()[2];
         let x = x.view([b, f * k, d]);
         let x = Tensor::cat(&[self.cls_token.expand([b, 1, d], false), x], 1);
         let mut x = layers::dropout(
@@ -252,6 +356,7 @@ impl VideoEncoder {
             cls: x.select(1, 0),
             regions: x.narrow(1, 1, f * k),
             region_mask: rmask.to_kind(Kind::Float),
+            learned,
         }
     }
 
