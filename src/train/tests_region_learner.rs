@@ -31,6 +31,9 @@ fn rl_config(k: i64, s: i64, schedule: DecaySchedule) -> RegionLearnerConfig {
         regions: s,
         decay_schedule: schedule,
         ema_decay: 0.3,
+        // The reference checks the update rule from a given state; the data start is
+        // checked in `straight_through_gradient_and_data_init`.
+        init: CodebookInit::Random,
         ..Default::default()
     }
 }
