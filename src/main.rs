@@ -61,6 +61,11 @@ struct InspectArgs {
     /// Folder that a relative source path is resolved against (for --draw).
     #[arg(long)]
     root: Option<PathBuf>,
+    /// With --draw on a grid item: draw the learned-region masks of this RegionLearner
+    /// checkpoint (one row per frame: the frame, then each region's mask).
+    #[cfg(feature = "train")]
+    #[arg(long, requires = "draw")]
+    checkpoint: Option<PathBuf>,
     /// Frames per row of the contact sheet.
     #[arg(long, default_value_t = 4)]
     columns: usize,
@@ -369,6 +374,28 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::from(1)
         });
+    }
+    #[cfg(feature = "train")]
+    if let (Some(id), Some(png), Some(ck)) = (&a.item, &a.draw, &a.checkpoint) {
+        let model = regionfeat::train::masks::MaskModel::load(ck, tch::Device::Cpu)?;
+        let masks_of = |rows: &[f32], n: usize, grid: (usize, usize)| model.masks(rows, n, grid);
+        let r = inspect::draw_item_masks(
+            &a.path,
+            id,
+            png,
+            (a.frame_width / 2).max(16),
+            a.root.as_deref(),
+            &masks_of,
+        )?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "{}: {} learned regions over {} frame(s) of {}, {}x{}",
+                r.path, r.regions, r.frames, r.item, r.width, r.height
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     match (&a.item, &a.draw) {
         (Some(id), Some(png)) => {

@@ -247,7 +247,24 @@ pub fn draw_item(
 ) -> anyhow::Result<DrawReport> {
     let l = locate(path, id)?;
     let item = read_item(&l.reader, l.row)?;
-    let source = resolve_source(&item.source, opts.root.as_deref());
+    let (source, frames) = decode_again(&item, opts.root.as_deref())?;
+    let (sheet, report) = render(&item, &frames, opts)?;
+    let png = png::encode_rgb(sheet.w, sheet.h, &sheet.rgb);
+    std::fs::write(out, png).with_context(|| format!("writing {}", out.display()))?;
+    Ok(DrawReport {
+        path: out.display().to_string(),
+        source: source.display().to_string(),
+        ..report
+    })
+}
+
+/// Decodes the item's frames again from its source (same sampling) and checks that they are
+/// the frames the shard was made from: `(source path, frames)`.
+pub(super) fn decode_again(
+    item: &ItemDetail,
+    root: Option<&Path>,
+) -> anyhow::Result<(PathBuf, Vec<RgbFrame>)> {
+    let source = resolve_source(&item.source, root);
     let kind = if item.kind == "video" {
         ItemKind::Video
     } else {
@@ -295,14 +312,7 @@ pub fn draw_item(
             );
         }
     }
-    let (sheet, report) = render(&item, &decoded.frames, opts)?;
-    let png = png::encode_rgb(sheet.w, sheet.h, &sheet.rgb);
-    std::fs::write(out, png).with_context(|| format!("writing {}", out.display()))?;
-    Ok(DrawReport {
-        path: out.display().to_string(),
-        source: source.display().to_string(),
-        ..report
-    })
+    Ok((source, decoded.frames))
 }
 
 /// Colour of the grid overlay of a grid shard.

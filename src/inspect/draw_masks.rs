@@ -5,12 +5,16 @@
 //! covers the centered square the extractor saw (`shorter_then_center_crop`), so that square
 //! is what is drawn.
 
+use std::path::Path;
+
 use serde::Serialize;
 
-use super::draw::{fit, Canvas, PALETTE, PAD, TEXT};
+use super::draw::{decode_again, fit, grid_crop, Canvas, PALETTE, PAD, TEXT};
 use super::font::{self, GLYPH_H};
-use super::png;
+use super::item::read_item;
+use super::{locate, png};
 use crate::decode::RgbFrame;
+use crate::shard::ModelKind;
 
 /// Learned-region masks of one item: `masks [F, S, Hg, Wg]` row-major.
 #[derive(Debug, Clone)]
@@ -43,10 +47,10 @@ pub struct MaskReport {
     pub normalized: Vec<Vec<Vec<f32>>>,
 }
 
-/// Centered square crop of a frame.
+/// The square of a frame the grid model saw ([`grid_crop`]).
 fn center_square(f: &RgbFrame) -> RgbFrame {
-    let side = f.width.min(f.height);
-    let (x0, y0) = ((f.width - side) / 2, (f.height - side) / 2);
+    let (x0, y0, side) = grid_crop(f.width, f.height);
+    let (x0, y0, side) = (x0 as u32, y0 as u32, side as u32);
     let mut rgb = Vec::with_capacity(side as usize * side as usize * 3);
     for y in y0..y0 + side {
         let row = (y as usize * f.width as usize + x0 as usize) * 3;
@@ -70,6 +74,33 @@ fn unit(m: &[f32]) -> Vec<f32> {
     } else {
         m.iter().map(|x| (x - lo) / (hi - lo)).collect()
     }
+}
+
+/// Computes the masks of a grid item from its patch rows.
+pub type MaskFn<'a> = &'a dyn Fn(&[f32], usize, (usize, usize)) -> anyhow::Result<RegionMasks>;
+
+/// Draws the learned-region masks of grid item `id` of the shards under `path` into `out`:
+/// reads the item's patch rows, asks `masks_of` (a RegionLearner checkpoint, see
+/// `train::masks`) for the masks, decodes the frames again and renders the sheet.
+pub fn draw_item_masks(
+    path: &Path,
+    id: &str,
+    out: &Path,
+    cell: u32,
+    root: Option<&Path>,
+    masks_of: MaskFn,
+) -> anyhow::Result<MaskReport> {
+    let l = locate(path, id)?;
+    l.reader.expect_kind(ModelKind::Grid)?;
+    let item = read_item(&l.reader, l.row)?;
+    let (start, n) = l.reader.frame_ranges()?[l.row];
+    let grid = l.reader.grid_hw()?;
+    let rows = l
+        .reader
+        .read_grid_rows(start as usize..start as usize + n as usize)?;
+    let masks = masks_of(&rows, n as usize, grid)?;
+    let (_, frames) = decode_again(&item, root)?;
+    draw_region_masks(&item.id, &item.caption, &frames, &masks, cell, out)
 }
 
 /// Renders the sheet and writes it to `out`.

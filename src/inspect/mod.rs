@@ -27,7 +27,7 @@ use anyhow::{bail, Context};
 use crate::shard::ShardReader;
 
 pub use draw::{draw_item, DrawOptions, DrawReport, DrawnFrame};
-pub use draw_masks::{draw_region_masks, MaskReport, RegionMasks};
+pub use draw_masks::{draw_item_masks, draw_region_masks, MaskFn, MaskReport, RegionMasks};
 pub use export::{export, ExportFormat, ExportSummary};
 pub use item::{item_detail, BoxDetail, FrameDetail, ItemDetail};
 pub use summary::{summarize, ClassCount, Histogram, ShardSummary, Stats, Summary};

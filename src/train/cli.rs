@@ -143,6 +143,11 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
     let (vs, model) = model::build(&cfg.model, &text_cfg, device, false)?;
     checkpoint::load_weights(&vs, &ck.join(files::MODEL), true)?;
     let src: Arc<dyn RegionSource> = Arc::new(ShardSource::open(&args.shards)?);
+    crate::train::trainer::check_kind(
+        src.as_ref(),
+        cfg.model.video.input == crate::train::video::VideoInput::Grid,
+        &format!("shards {}", args.shards.display()),
+    )?;
     let mix = Arc::new(Mixture::new(vec![src], true)?);
     let frames = args
         .frames

@@ -45,7 +45,11 @@
 //! - Position: the public model inserts RegionLearner after the last block of its trainable
 //!   ViT and outputs `[CLS] + mean(regions)`. Our grid features come from a frozen extractor,
 //!   so RegionLearner runs on the projected patch features *before* our video transformer,
-//!   whose [CLS] output is the video embedding as for detector regions.
+//!   whose [CLS] output is the video embedding as for detector regions. The region tokens pass
+//!   a LayerNorm (`video.region_norm`) before the slot and temporal embeddings are added — the
+//!   public code's region tokens meet the ViT's final LayerNorm instead; without it the pooled
+//!   regions (a product of small projected patches and conv masks) are orders of magnitude
+//!   below those embeddings at initialization and training does not start.
 //! - Single process: no all-gather of the EMA statistics.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! [`RegionSource`] over regionfeat shards (`schemas/shard-v1.md`) through
+//! [`RegionSource`] over regionfeat shards (`schemas/shard-v1.md`, `schemas/shard-v2.md`: region
+//! shards, and grid shards whose frames are `Hg·Wg` patch rows) through
 //! [`crate::shard::ShardReader`]. Only the small item tables (ids, captions, frame ranges) are
 //! held in memory; frame rows are read when a batch needs them.
 
@@ -7,7 +8,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::shard::ShardReader;
+use crate::shard::{ModelKind, ShardReader};
 use crate::train::data::{FrameBlock, RegionSource, LOC_DIM};
 
 struct Shard {
@@ -24,7 +25,11 @@ pub struct ShardSource {
     index: Vec<(u32, u32)>,
     feature_dim: usize,
     max_boxes: usize,
+    grid_hw: Option<(usize, usize)>,
 }
+
+/// What all shards of a source must agree on: (feature_dim, rows per frame, grid).
+type Dims = (usize, usize, Option<(usize, usize)>);
 
 /// `shard-*.h5` files of a directory, sorted; a file path is returned as is.
 pub fn list_shards(path: &Path) -> Result<Vec<PathBuf>> {
@@ -47,17 +52,32 @@ pub fn list_shards(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// Opens a shard and checks that its (feature_dim, max_boxes) match the shards before it.
-fn open_consistent(p: &Path, dims: &mut Option<(usize, usize)>) -> Result<ShardReader> {
+/// Opens a shard and checks that its kind and sizes match the shards before it.
+fn open_consistent(p: &Path, dims: &mut Option<Dims>) -> Result<ShardReader> {
     let r = ShardReader::open(p)?;
-    let (d, k) = (r.feature_dim()?, r.max_boxes()?);
+    let (d, k, grid) = match r.model_kind()? {
+        ModelKind::Regions => (r.feature_dim()?, r.max_boxes()?, None),
+        ModelKind::Grid => {
+            let (h, w) = r.grid_hw()?;
+            (r.feature_dim()?, h * w, Some((h, w)))
+        }
+    };
     match *dims {
-        None => *dims = Some((d, k)),
-        Some((d0, k0)) => ensure!(
-            d0 == d && k0 == k,
-            "{}: feature_dim/max_boxes {d}/{k} differ from the other shards ({d0}/{k0})",
-            p.display()
-        ),
+        None => *dims = Some((d, k, grid)),
+        Some((d0, k0, g0)) => {
+            ensure!(
+                g0.is_some() == grid.is_some(),
+                "{}: a {} shard among {} shards (one dataset holds one kind)",
+                p.display(),
+                crate::train::data::kind_name(grid),
+                crate::train::data::kind_name(g0)
+            );
+            ensure!(
+                d0 == d && k0 == k && g0 == grid,
+                "{}: feature_dim/rows per frame {d}/{k} differ from the other shards ({d0}/{k0})",
+                p.display()
+            )
+        }
     }
     Ok(r)
 }
@@ -86,7 +106,7 @@ impl ShardSource {
         let mut by_name: std::collections::HashMap<String, usize> = Default::default();
         let mut shards: Vec<Shard> = vec![];
         let mut index = vec![];
-        let mut dims: Option<(usize, usize)> = None;
+        let mut dims: Option<Dims> = None;
         for e in entries {
             let s = match by_name.get(&e.shard) {
                 Some(&s) => s,
@@ -109,19 +129,20 @@ impl ShardSource {
             sh.captions.push(e.caption);
             sh.ranges.push((e.frame_start, e.num_frames));
         }
-        let (feature_dim, max_boxes) = dims.context("no shards")?;
+        let (feature_dim, max_boxes, grid_hw) = dims.context("no shards")?;
         Ok(Self {
             shards,
             index,
             feature_dim,
             max_boxes,
+            grid_hw,
         })
     }
 
     fn open_shards(path: &Path) -> Result<Self> {
         let mut shards = vec![];
         let mut index = vec![];
-        let mut dims: Option<(usize, usize)> = None;
+        let mut dims: Option<Dims> = None;
         for (s, p) in list_shards(path)?.into_iter().enumerate() {
             let r = open_consistent(&p, &mut dims)?;
             let ids = r.item_ids()?;
@@ -137,12 +158,13 @@ impl ShardSource {
                 ranges,
             });
         }
-        let (feature_dim, max_boxes) = dims.context("no shards")?;
+        let (feature_dim, max_boxes, grid_hw) = dims.context("no shards")?;
         Ok(Self {
             shards,
             index,
             feature_dim,
             max_boxes,
+            grid_hw,
         })
     }
 
@@ -161,6 +183,9 @@ impl RegionSource for ShardSource {
     }
     fn max_boxes(&self) -> usize {
         self.max_boxes
+    }
+    fn grid_hw(&self) -> Option<(usize, usize)> {
+        self.grid_hw
     }
     fn item_id(&self, i: usize) -> String {
         let (s, r) = self.at(i);
@@ -185,13 +210,25 @@ impl RegionSource for ShardSource {
             "frame {hi} of item {} out of range",
             s.ids[r]
         );
-        let blk = s
+        let reader = s
             .reader
             .lock()
-            .map_err(|_| anyhow::anyhow!("shard reader poisoned"))?
-            .read_frames(start + lo as u64, hi - lo + 1)?;
+            .map_err(|_| anyhow::anyhow!("shard reader poisoned"))?;
         let (k, d) = (self.max_boxes, self.feature_dim);
         let mut out = FrameBlock::default();
+        if self.grid_hw.is_some() {
+            let first = (start + lo as u64) as usize;
+            let grid = reader.read_grid_rows(first..first + hi - lo + 1)?;
+            for &f in frames {
+                let j = f - lo;
+                out.features
+                    .extend_from_slice(&grid[j * k * d..(j + 1) * k * d]);
+                out.num_boxes.push(k as u32);
+            }
+            out.locations = vec![0.0; frames.len() * k * LOC_DIM];
+            return Ok(out);
+        }
+        let blk = reader.read_frames(start + lo as u64, hi - lo + 1)?;
         for &f in frames {
             let j = f - lo;
             out.features

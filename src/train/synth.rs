@@ -211,7 +211,9 @@ pub fn write_tiny_text_model(
 /// Planted patch-grid dataset: every patch of a frame is background noise N(0, noise²) except
 /// one patch per caption word (a random place in each frame) holding that word's code, scaled
 /// to `object_norm`. Only a model that singles out those patches can tell items apart: the
-/// mean over the grid drowns the codes in `Hg·Wg` noise patches.
+/// mean over the grid drowns the codes in `Hg·Wg` noise patches. With `negatives`, each object
+/// also appears as its negative (−code) at another place, so the grid mean carries no trace of
+/// the objects at all, while pooling weighted by patch content (learned masks) still sees them.
 #[derive(Debug, Clone)]
 pub struct PlantedGridSpec {
     /// Items.
@@ -230,6 +232,8 @@ pub struct PlantedGridSpec {
     pub noise: f32,
     /// Norm of an object patch's code.
     pub object_norm: f32,
+    /// Also place each object's negative.
+    pub negatives: bool,
     /// Seed of the word codes.
     pub code_seed: u64,
     /// Seed of the items.
@@ -247,6 +251,7 @@ impl Default for PlantedGridSpec {
             frames: 1,
             noise: 1.0,
             object_norm: 6.0,
+            negatives: false,
             code_seed: 7,
             seed: 1,
         }
@@ -267,7 +272,8 @@ pub fn planted_grid(spec: &PlantedGridSpec) -> MemorySource {
     let sets = random_word_sets(&words, spec.items, &mut rng);
     let (h, w) = spec.grid;
     let (p, d) = (h * w, spec.feature_dim);
-    assert!(p >= spec.words_per_caption);
+    let per_word = if spec.negatives { 2 } else { 1 };
+    assert!(p >= per_word * spec.words_per_caption);
     let scale = spec.object_norm / 2.0; // codes() have norm 2
     let items = sets
         .iter()
@@ -284,15 +290,16 @@ pub fn planted_grid(spec: &PlantedGridSpec) -> MemorySource {
                     *x = spec.noise * rng.normal() as f32;
                 }
                 let mut places: Vec<usize> = vec![];
-                while places.len() < ws.len() {
+                while places.len() < per_word * ws.len() {
                     let q = rng.below(p);
                     if !places.contains(&q) {
                         places.push(q);
                     }
                 }
-                for (&wd, &q) in ws.iter().zip(&places) {
+                for (j, &q) in places.iter().enumerate() {
+                    let (wd, sign) = (ws[j % ws.len()], if j < ws.len() { 1.0 } else { -1.0 });
                     for (x, c) in frame[q * d..(q + 1) * d].iter_mut().zip(&codes[wd]) {
-                        *x = scale * c + 0.05 * rng.normal() as f32;
+                        *x = sign * scale * c + 0.05 * rng.normal() as f32;
                     }
                 }
             }

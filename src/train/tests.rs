@@ -572,18 +572,20 @@ every_steps = 1
     );
     let mut v: toml::Table = toml::from_str(&base).unwrap();
     let extra: toml::Table = toml::from_str(extra).unwrap();
-    fn merge(a: &mut toml::Table, b: toml::Table) {
-        for (k, v) in b {
-            match (a.get_mut(&k), v) {
-                (Some(toml::Value::Table(x)), toml::Value::Table(y)) => merge(x, y),
-                (_, v) => {
-                    a.insert(k, v);
-                }
+    merge_toml(&mut v, extra);
+    TrainConfig::from_toml(&toml::to_string(&v).unwrap()).unwrap()
+}
+
+/// Merges TOML table `b` into `a` (nested tables merge, values replace).
+pub(super) fn merge_toml(a: &mut toml::Table, b: toml::Table) {
+    for (k, v) in b {
+        match (a.get_mut(&k), v) {
+            (Some(toml::Value::Table(x)), toml::Value::Table(y)) => merge_toml(x, y),
+            (_, v) => {
+                a.insert(k, v);
             }
         }
     }
-    merge(&mut v, extra);
-    TrainConfig::from_toml(&toml::to_string(&v).unwrap()).unwrap()
 }
 
 pub(super) fn mem(spec: &PlantedSpec) -> Arc<dyn RegionSource> {
@@ -618,7 +620,9 @@ grad_accum = 2
 [model.video]
 dropout = 0.1
 "#;
-    let cfg = tiny_config(dir.path(), &format!("{base}{extra}"));
+    let mut merged: toml::Table = toml::from_str(base).unwrap();
+    merge_toml(&mut merged, toml::from_str(extra).unwrap());
+    let cfg = tiny_config(dir.path(), &toml::to_string(&merged).unwrap());
     let full = Trainer::new(cfg.clone(), Some(vec![source()]), None, &RunOptions::default())
         .unwrap()
         .run(&RunOptions::default())

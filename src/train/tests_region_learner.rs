@@ -192,7 +192,8 @@ fn grid_run(
 }
 
 const GRID: &str = "[model.video]\ninput = \"grid\"\n";
-const RL: &str = "[model.video.region_learner]\ncodebook_size = 1024\nregions = 8\ninteraction_heads = 4\n";
+const RL: &str =
+    "[model.video.region_learner]\ncodebook_size = 512\nregions = 8\ninteraction_heads = 4\n";
 
 #[test]
 fn learned_regions_solve_what_the_mean_pooled_grid_cannot() {
@@ -220,7 +221,7 @@ fn learned_regions_solve_what_the_mean_pooled_grid_cannot() {
     );
     // The log reports codebook use at every logged step.
     let last = s.steps.last().unwrap();
-    assert_eq!(last.codebook_size, Some(1024));
+    assert_eq!(last.codebook_size, Some(512));
     assert!(last.codes_used.unwrap() > 0);
     assert!(last.vq_commitment.is_some());
 }

@@ -102,7 +102,7 @@ pub fn device_from_str(s: &str) -> Result<Device> {
 }
 
 /// Fails when a source's kind (region or grid shards) is not what `model.video.input` reads.
-fn check_kind(src: &dyn RegionSource, want_grid: bool, what: &str) -> Result<()> {
+pub fn check_kind(src: &dyn RegionSource, want_grid: bool, what: &str) -> Result<()> {
     match (src.grid_hw(), want_grid) {
         (Some((h, w)), false) => bail!(
             "{what} holds grid features (model_kind = \"grid\", {h}x{w} patches) but \

@@ -205,6 +205,7 @@ pub struct VideoEncoder {
     location_embed: Option<nn::Linear>,
     temporal_embed: nn::Embedding,
     region_learner: Option<RegionLearner>,
+    region_norm: Option<layers::LayerNorm>,
     slot_embed: Option<Tensor>,
     cls_token: Tensor,
     embed_norm: layers::LayerNorm,
@@ -227,6 +228,10 @@ impl VideoEncoder {
                 .region_learner
                 .as_ref()
                 .map(|rl| RegionLearner::new(&p / "region_learner", d, rl)),
+            region_norm: c
+                .region_learner
+                .as_ref()
+                .map(|_| layers::layer_norm(&p / "region_norm", d, c.layer_norm_eps)),
             slot_embed: c.region_learner.as_ref().map(|rl| {
                 p.var(
                     "slot_embed",
@@ -286,8 +291,8 @@ impl VideoEncoder {
                 (x, region_mask.shallow_clone(), None)
             }
             VideoInput::Grid => {
-                match (&self.region_learner, &self.slot_embed) {
-                    (Some(rl), Some(slot)) => {
+                match (&self.region_learner, &self.slot_embed, &self.region_norm) {
+                    (Some(rl), Some(slot), Some(norm)) => {
                         let p = features.size()[2];
                         let hw = grid_hw.expect("RegionLearner input needs grid_hw");
                         let z = layers::apply_linear(&self.feature_embed, features, ctx)
@@ -295,7 +300,11 @@ impl VideoEncoder {
                             .view([b * f, p, d]);
                         let out = rl.forward(&z, hw, f, ctx);
                         let s = rl.config.regions;
-                        let x = out.regions.view([b, f, s, d]) + slot.view([1, 1, s, d]) + temporal;
+                        // Pooled regions are products of small terms (projected patches × conv
+                        // masks): normalize them before the slot and temporal embeddings are
+                        // added, or those drown the content.
+                        let r = layers::apply_ln(norm, &out.regions.view([b, f, s, d]));
+                        let x = r + slot.view([1, 1, s, d]) + temporal;
                         let mask = Tensor::ones([b, f, s], (Kind::Float, dev));
                         let learned = LearnedRegions {
                             masks: out.masks,
