@@ -154,7 +154,13 @@ fn regionlearner_trains_on_sample_grids_and_draws_its_masks() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| m.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+            .map(|m| {
+                m.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
             .collect();
         assert_eq!(masks.len(), 8);
         assert_eq!(masks[0].len(), 14 * 14);

@@ -183,7 +183,12 @@ impl Canvas {
 
     /// Pastes `frame` scaled to `dw × dh` at `(x, y)`: area average when shrinking, nearest
     /// neighbour when enlarging.
-    pub(super) fn paste_scaled(&mut self, frame: &RgbFrame, (x, y): (u32, u32), (dw, dh): (u32, u32)) {
+    pub(super) fn paste_scaled(
+        &mut self,
+        frame: &RgbFrame,
+        (x, y): (u32, u32),
+        (dw, dh): (u32, u32),
+    ) {
         let (src, sw, sh) = (&frame.rgb, frame.width, frame.height);
         let (fx, fy) = (sw as f64 / dw as f64, sh as f64 / dh as f64);
         for dy in 0..dh {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::draw::{decode_again, fit, grid_crop, Canvas, PALETTE, PAD, TEXT};
+use super::draw::{decode_again, fit, grid_crop, Canvas, PAD, PALETTE, TEXT};
 use super::font::{self, GLYPH_H};
 use super::item::read_item;
 use super::{locate, png};
@@ -129,32 +129,56 @@ pub fn draw_region_masks(
     let mut c = Canvas::new(width, height);
     let max_chars = ((width - 2 * PAD) / font::ADVANCE) as usize;
     c.text(
-        &fit(&format!("{item}  learned regions (S = {s}, grid {gh}x{gw})"), max_chars),
+        &fit(
+            &format!("{item}  learned regions (S = {s}, grid {gh}x{gw})"),
+            max_chars,
+        ),
         PAD as i64,
         PAD as i64,
         1,
         TEXT,
     );
-    c.text(&fit(caption, max_chars), PAD as i64, (PAD + GLYPH_H + 4) as i64, 1, TEXT);
+    c.text(
+        &fit(caption, max_chars),
+        PAD as i64,
+        (PAD + GLYPH_H + 4) as i64,
+        1,
+        TEXT,
+    );
     let mut normalized = vec![];
     for (f, frame) in frames.iter().enumerate() {
         let sq = center_square(frame);
         let y = grid_y + f as u32 * row_h;
         let oy = y + GLYPH_H + 4;
-        c.text(&format!("#{f} t={:.2}s", frame.time), PAD as i64, y as i64, 1, TEXT);
+        c.text(
+            &format!("#{f} t={:.2}s", frame.time),
+            PAD as i64,
+            y as i64,
+            1,
+            TEXT,
+        );
         c.paste_scaled(&sq, (PAD, oy), (cell, cell));
         // The frame once, scaled, as the base of every region cell.
         let base: Vec<[u8; 3]> = {
             let mut tmp = Canvas::new(cell, cell);
             tmp.paste_scaled(&sq, (0, 0), (cell, cell));
-            tmp.rgb.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect()
+            tmp.rgb
+                .chunks_exact(3)
+                .map(|p| [p[0], p[1], p[2]])
+                .collect()
         };
         let mut per_region = vec![];
         for r in 0..s {
             let off = f * per_frame + r * gh * gw;
             let m = unit(&masks.masks[off..off + gh * gw]);
             let ox = PAD + (r as u32 + 1) * (cell + PAD);
-            c.text(&format!("region {r}"), ox as i64, y as i64, 1, PALETTE[r % PALETTE.len()]);
+            c.text(
+                &format!("region {r}"),
+                ox as i64,
+                y as i64,
+                1,
+                PALETTE[r % PALETTE.len()],
+            );
             for py in 0..cell {
                 let gy = (py as usize * gh / cell as usize).min(gh - 1);
                 for px in 0..cell {

@@ -53,7 +53,12 @@ impl MaskModel {
     /// Masks of `frames` frames of patch features `[frames, Hg*Wg, D]`: `[frames, S, Hg, Wg]`.
     /// Frames go through one at a time (masks come before the interaction step, so they do
     /// not depend on the other frames).
-    pub fn masks(&self, features: &[f32], frames: usize, grid: (usize, usize)) -> Result<RegionMasks> {
+    pub fn masks(
+        &self,
+        features: &[f32],
+        frames: usize,
+        grid: (usize, usize),
+    ) -> Result<RegionMasks> {
         let v = &self.model.video;
         let rl = v.region_learner().context("no RegionLearner")?;
         let d = v.config.feature_dim;
@@ -68,7 +73,9 @@ impl MaskModel {
             );
         }
         let f = frames as i64;
-        let x = Tensor::from_slice(features).view([f, 1, p, d]).to_device(self.device);
+        let x = Tensor::from_slice(features)
+            .view([f, 1, p, d])
+            .to_device(self.device);
         let out = tch::no_grad(|| {
             v.forward(
                 &x,
@@ -78,9 +85,16 @@ impl MaskModel {
                 Ctx::eval(),
             )
         });
-        let learned = out.learned.context("the model produced no learned regions")?;
+        let learned = out
+            .learned
+            .context("the model produced no learned regions")?;
         let masks: Vec<f32> = Vec::<f32>::try_from(
-            learned.masks.to_kind(Kind::Float).to_device(Device::Cpu).contiguous().view([-1]),
+            learned
+                .masks
+                .to_kind(Kind::Float)
+                .to_device(Device::Cpu)
+                .contiguous()
+                .view([-1]),
         )?;
         Ok(RegionMasks {
             regions: rl.config.regions as usize,

@@ -67,13 +67,9 @@ impl DemoVlp {
         b: &TensorBatch,
         ctx: Ctx,
     ) -> (Tensor, Tensor, Tensor, Option<LearnedRegions>) {
-        let out = self.video.forward(
-            &b.features,
-            &b.locations,
-            &b.region_mask,
-            b.grid_hw,
-            ctx,
-        );
+        let out = self
+            .video
+            .forward(&b.features, &b.locations, &b.region_mask, b.grid_hw, ctx);
         let g = layers::apply_linear(&self.video_proj, &out.cls, ctx).to_kind(Kind::Float);
         let r = layers::apply_linear(&self.video_proj, &out.regions, ctx).to_kind(Kind::Float);
         (normalize(&g), normalize(&r), out.region_mask, out.learned)

@@ -256,7 +256,8 @@ impl Codebook {
         tch::no_grad(|| {
             let e = self.embed.detach();
             let dist = z.pow_tensor_scalar(2).sum_dim_intlist(1, true, Kind::Float)
-                + e.pow_tensor_scalar(2).sum_dim_intlist(1, false, Kind::Float)
+                + e.pow_tensor_scalar(2)
+                    .sum_dim_intlist(1, false, Kind::Float)
                 - z.matmul(&e.tr()) * 2.0;
             let idx = dist.argmin(1, false);
             let onehot = idx.one_hot(self.cfg.codebook_size).to_kind(Kind::Float);
@@ -309,7 +310,13 @@ impl Codebook {
 
     /// Sets the codebook state (tests, the numpy reference): codes, cluster sizes, running
     /// sums and the number of updates done.
-    pub fn set_state(&self, embed: &Tensor, cluster_size: &Tensor, embed_avg: &Tensor, updates: u64) {
+    pub fn set_state(
+        &self,
+        embed: &Tensor,
+        cluster_size: &Tensor,
+        embed_avg: &Tensor,
+        updates: u64,
+    ) {
         tch::no_grad(|| {
             self.embed.shallow_clone().copy_(embed);
             self.cluster_size.shallow_clone().copy_(cluster_size);
@@ -428,12 +435,23 @@ impl RegionLearner {
 
     /// `z [B*T, Hg*Wg, C]` patch tokens of `b` videos of `t` frames → regions.
     /// EMA updates happen only when `ctx.train`.
-    pub fn forward(&self, z: &Tensor, grid_hw: (i64, i64), t: i64, ctx: Ctx) -> RegionLearnerOutput {
+    pub fn forward(
+        &self,
+        z: &Tensor,
+        grid_hw: (i64, i64),
+        t: i64,
+        ctx: Ctx,
+    ) -> RegionLearnerOutput {
         let (bt, p, c) = z.size3().expect("z [BT,P,C]");
         let (h, w) = grid_hw;
         assert_eq!(p, h * w, "grid {h}x{w} does not match {p} patches");
         let q = self.codebook.quantize(&z.view([bt * p, c]), ctx.train);
-        let x = q.tokens.view([bt, p, c]).transpose(1, 2).contiguous().view([bt, c, h, w]);
+        let x = q
+            .tokens
+            .view([bt, p, c])
+            .transpose(1, 2)
+            .contiguous()
+            .view([bt, c, h, w]);
         let (regions, masks) = aggregate(&x, &self.agg_weight, &self.agg_bias);
         let s = self.config.regions;
         let mut r = regions.view([bt / t, t * s, c]);

@@ -623,10 +623,15 @@ dropout = 0.1
     let mut merged: toml::Table = toml::from_str(base).unwrap();
     merge_toml(&mut merged, toml::from_str(extra).unwrap());
     let cfg = tiny_config(dir.path(), &toml::to_string(&merged).unwrap());
-    let full = Trainer::new(cfg.clone(), Some(vec![source()]), None, &RunOptions::default())
-        .unwrap()
-        .run(&RunOptions::default())
-        .unwrap();
+    let full = Trainer::new(
+        cfg.clone(),
+        Some(vec![source()]),
+        None,
+        &RunOptions::default(),
+    )
+    .unwrap()
+    .run(&RunOptions::default())
+    .unwrap();
     assert_eq!(full.steps.len(), 9);
     let dir2 = tempfile::tempdir().unwrap();
     let mut cfg2 = cfg.clone();

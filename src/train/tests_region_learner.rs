@@ -14,9 +14,7 @@ use super::region_learner::{
     aggregate, Codebook, CodebookInit, DecaySchedule, RegionLearner, RegionLearnerConfig,
 };
 use super::synth::{self, PlantedGridSpec};
-use super::tests::{
-    assert_close, json_vec, rng_lock, run_py, tensor_json, tiny_config, to_vec,
-};
+use super::tests::{assert_close, json_vec, rng_lock, run_py, tensor_json, tiny_config, to_vec};
 use super::trainer::{RunOptions, TrainSummary, Trainer};
 
 fn randn(shape: &[i64], rng: &mut Rng) -> Tensor {
@@ -56,7 +54,9 @@ fn quantize_ema_update_and_aggregation_match_numpy_reference() {
         let z = randn(&[n * h * w, c], &mut rng);
         let embed = randn(&[k, c], &mut rng);
         let sizes = Tensor::from_slice(
-            &(0..k).map(|_| 0.5 + rng.unit() as f32 * 3.0).collect::<Vec<_>>(),
+            &(0..k)
+                .map(|_| 0.5 + rng.unit() as f32 * 3.0)
+                .collect::<Vec<_>>(),
         );
         let avg = &embed * sizes.unsqueeze(1) + randn(&[k, c], &mut rng) * 0.1;
         cb.set_state(&embed, &sizes, &avg, updates);
@@ -64,7 +64,12 @@ fn quantize_ema_update_and_aggregation_match_numpy_reference() {
         let bias = randn(&[s], &mut rng);
 
         let q = cb.quantize(&z, update);
-        let x = q.tokens.view([n, h * w, c]).transpose(1, 2).contiguous().view([n, c, h, w]);
+        let x = q
+            .tokens
+            .view([n, h * w, c])
+            .transpose(1, 2)
+            .contiguous()
+            .view([n, c, h, w]);
         let (regions, masks) = aggregate(&x, &weight, &bias);
         let (e2, n2, m2) = cb.state();
 
@@ -83,19 +88,52 @@ fn quantize_ema_update_and_aggregation_match_numpy_reference() {
         let r: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&op).unwrap()).unwrap();
         let what = |x: &str| format!("case {case}: {x}");
-        assert_close(&to_vec(&q.indices), &json_vec(&r["indices"]), 0.0, &what("indices"));
-        assert_close(&to_vec(&q.tokens), &json_vec(&r["quantized"]), 1e-5, &what("quantized"));
+        assert_close(
+            &to_vec(&q.indices),
+            &json_vec(&r["indices"]),
+            0.0,
+            &what("indices"),
+        );
+        assert_close(
+            &to_vec(&q.tokens),
+            &json_vec(&r["quantized"]),
+            1e-5,
+            &what("quantized"),
+        );
         assert_close(&to_vec(&e2), &json_vec(&r["embed"]), 1e-5, &what("embed"));
-        assert_close(&to_vec(&n2), &json_vec(&r["cluster_size"]), 1e-5, &what("cluster_size"));
-        assert_close(&to_vec(&m2), &json_vec(&r["embed_avg"]), 1e-5, &what("embed_avg"));
-        assert_close(&to_vec(&masks), &json_vec(&r["masks"]), 1e-5, &what("masks"));
-        assert_close(&to_vec(&regions), &json_vec(&r["regions"]), 1e-5, &what("regions"));
+        assert_close(
+            &to_vec(&n2),
+            &json_vec(&r["cluster_size"]),
+            1e-5,
+            &what("cluster_size"),
+        );
+        assert_close(
+            &to_vec(&m2),
+            &json_vec(&r["embed_avg"]),
+            1e-5,
+            &what("embed_avg"),
+        );
+        assert_close(
+            &to_vec(&masks),
+            &json_vec(&r["masks"]),
+            1e-5,
+            &what("masks"),
+        );
+        assert_close(
+            &to_vec(&regions),
+            &json_vec(&r["regions"]),
+            1e-5,
+            &what("regions"),
+        );
         let want_decay = r["decay"].as_f64().unwrap();
         assert!((cfg.decay_at(updates + 1) - want_decay).abs() < 1e-12);
         if update {
             assert_eq!(cb.updates(), updates + 1);
             // The update moved the codes (the test can fail).
-            assert!(!e2.allclose(&embed, 1e-4, 1e-4, false), "case {case}: no update");
+            assert!(
+                !e2.allclose(&embed, 1e-4, 1e-4, false),
+                "case {case}: no update"
+            );
         } else {
             assert!(e2.equal(&embed), "case {case}: evaluation must not update");
         }
@@ -121,7 +159,10 @@ fn straight_through_gradient_and_data_init() {
         .filter(|(_, t)| t.requires_grad())
         .map(|(n, _)| n)
         .collect();
-    assert!(trainable.iter().all(|n| !n.contains("codebook")), "{trainable:?}");
+    assert!(
+        trainable.iter().all(|n| !n.contains("codebook")),
+        "{trainable:?}"
+    );
     assert!(trainable.iter().any(|n| n.contains("aggregation")));
     // Three tight clusters in a batch of 2 frames of 3x2 patches.
     let centers = [[5f32; 8], [-5f32; 8], [0f32; 8]];
@@ -129,10 +170,14 @@ fn straight_through_gradient_and_data_init() {
     let rows: Vec<f32> = (0..12)
         .flat_map(|i| {
             let c = centers[i % 3];
-            c.iter().map(|x| x + 0.01 * rng.normal() as f32).collect::<Vec<_>>()
+            c.iter()
+                .map(|x| x + 0.01 * rng.normal() as f32)
+                .collect::<Vec<_>>()
         })
         .collect();
-    let z = Tensor::from_slice(&rows).view([2, 6, 8]).set_requires_grad(true);
+    let z = Tensor::from_slice(&rows)
+        .view([2, 6, 8])
+        .set_requires_grad(true);
     let out = rl.forward(&z, (3, 2), 1, Ctx::train());
     // Data init: K = N, so every token seeds a code; after one update every code still sits
     // on its cluster center.
@@ -240,8 +285,9 @@ fn resume_with_region_learner_is_exact_and_restores_the_codebook() {
     };
     let src = synth::planted_grid(&spec);
     let extra = format!("{GRID}[model.video.region_learner]\ncodebook_size = 64\nregions = 4\ninteraction_heads = 4\n");
-    let (full, resumed) =
-        super::tests::assert_resume_exact(&extra, &|| Arc::new(src.clone()) as Arc<dyn RegionSource>);
+    let (full, resumed) = super::tests::assert_resume_exact(&extra, &|| {
+        Arc::new(src.clone()) as Arc<dyn RegionSource>
+    });
     let read = |d: &Path| -> std::collections::HashMap<String, Tensor> {
         Tensor::read_safetensors(d.join("out/last/model.safetensors"))
             .unwrap()
@@ -299,10 +345,12 @@ fn kind_mismatch_fails_at_start_and_collapse_is_reported() {
     let e = format!(
         "{:#}",
         super::config::TrainConfig::from_toml(
-            &toml::to_string(&tiny_config(dir.path(), "")).unwrap().replace(
-                "[model.video]",
-                "[model.video.region_learner]\n[model.video]"
-            )
+            &toml::to_string(&tiny_config(dir.path(), ""))
+                .unwrap()
+                .replace(
+                    "[model.video]",
+                    "[model.video.region_learner]\n[model.video]"
+                )
         )
         .err()
         .unwrap()
@@ -317,14 +365,23 @@ fn kind_mismatch_fails_at_start_and_collapse_is_reported() {
         let out = tempfile::tempdir().unwrap();
         let mut cfg = tiny_config(dir.path(), &extra);
         cfg.output_dir = out.path().to_path_buf();
-        let s = Trainer::new(cfg, Some(vec![Arc::new(grid.clone())]), None, &RunOptions::default())
-            .unwrap()
-            .run(&RunOptions::default())
-            .unwrap();
+        let s = Trainer::new(
+            cfg,
+            Some(vec![Arc::new(grid.clone())]),
+            None,
+            &RunOptions::default(),
+        )
+        .unwrap()
+        .run(&RunOptions::default())
+        .unwrap();
         let log = std::fs::read_to_string(out.path().join("metrics.jsonl")).unwrap();
         let used = s.steps.last().unwrap().codes_used.unwrap();
         assert!(log.contains("\"codes_used\""), "{log}");
-        assert_eq!(log.contains("codebook collapse"), collapsed, "init {init}: {log}");
+        assert_eq!(
+            log.contains("codebook collapse"),
+            collapsed,
+            "init {init}: {log}"
+        );
         if collapsed {
             assert!(used < 7, "init {init}: {used} codes used");
         } else {
