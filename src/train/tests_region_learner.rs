@@ -228,7 +228,7 @@ fn grid_run(
     .unwrap();
     let before = t.evaluate().unwrap().unwrap().t2v.r1;
     let s = t.run(&RunOptions::default()).unwrap();
-    let after = s.eval.clone().unwrap();
+    let after = s.eval.unwrap();
     eprintln!(
         "grid ({extra:?}): R@1 before {before:.3}, after t2v {:?}",
         after.t2v

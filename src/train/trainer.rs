@@ -435,7 +435,7 @@ impl Trainer {
                     has_vq = true;
                     acc[5] += l.commitment.double_value(&[]);
                     if commitment_weight > 0.0 {
-                        total = total + &l.commitment * commitment_weight;
+                        total += &l.commitment * commitment_weight;
                     }
                 }
                 (&total / accum as f64).backward();
