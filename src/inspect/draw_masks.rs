@@ -62,6 +62,7 @@ fn center_square(f: &RgbFrame) -> RgbFrame {
         width: side,
         height: side,
         rgb,
+        scale: f.scale,
     }
 }
 
