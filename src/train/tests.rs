@@ -34,7 +34,7 @@ pub(super) fn python() -> PathBuf {
         .unwrap_or_else(|| repo().join(".venv/bin/python"))
 }
 
-pub(super) fn run_py(script: &str, args: &[&Path]) {
+pub(crate) fn run_py(script: &str, args: &[&Path]) {
     let out = Command::new(python())
         .arg(repo().join("tests/train").join(script))
         .args(args)
