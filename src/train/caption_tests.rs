@@ -58,3 +58,20 @@ fn first_and_all_modes() {
         .collect();
     assert_eq!(pairs, want);
 }
+
+#[test]
+fn benchmark_example_configs_parse_with_the_protocol() {
+    use crate::train::config::{FrameSampling, TrainConfig};
+    for name in ["msrvtt", "msvd", "didemo", "lsmdc"] {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(format!("finetune-{name}.toml"));
+        let text = std::fs::read_to_string(&p).unwrap();
+        let cfg: TrainConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(cfg.data.frames, 8, "{name}");
+        assert_eq!(cfg.data.frame_sampling, FrameSampling::Uniform, "{name}");
+        assert_eq!(cfg.data.captions, CaptionSampling::Random, "{name}");
+        assert_eq!(cfg.eval.as_ref().unwrap().frames, 8, "{name}");
+        assert!(text.contains(&format!("--format {name}")), "{name}");
+    }
+}
