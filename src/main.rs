@@ -39,6 +39,12 @@ enum Command {
     /// Evaluate text↔video retrieval of a checkpoint on shards (needs the `train` feature).
     #[cfg(feature = "train")]
     Eval(regionfeat::train::cli::EvalArgs),
+    /// Embed a shard set with a checkpoint into a search index (f16, memory-mapped, resumable).
+    #[cfg(feature = "train")]
+    Embed(regionfeat::train::search::EmbedArgs),
+    /// Query an index: free text, or a video by item id (--like); top-k with scores and captions.
+    #[cfg(feature = "train")]
+    Search(regionfeat::train::search::SearchArgs),
     /// Show what shards hold: summary, one item (--item), checks (--validate), boxes drawn (--draw).
     Inspect(InspectArgs),
     /// Export shards for other tools: DemoVLP per-frame .npz or bottom-up-attention TSV.
@@ -464,6 +470,18 @@ fn main() -> ExitCode {
         Command::Train(a) => regionfeat::train::cli::run_train(&a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "train")]
         Command::Eval(a) => regionfeat::train::cli::run_eval(&a).map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "train")]
+        Command::Embed(a) => regionfeat::train::search::run_embed(&a).map(|m| {
+            eprintln!(
+                "index {}: {} videos, {} captions",
+                a.out.display(),
+                m.items_total,
+                m.texts_done
+            );
+            ExitCode::SUCCESS
+        }),
+        #[cfg(feature = "train")]
+        Command::Search(a) => regionfeat::train::search::run_search(&a).map(|_| ExitCode::SUCCESS),
         Command::Inspect(a) => inspect(a),
         Command::Export(a) => export(a),
     };

@@ -20,6 +20,7 @@ pub mod model;
 pub mod optim;
 pub mod region_learner;
 pub mod retrieval;
+pub mod search;
 pub mod shards;
 pub mod synth;
 pub mod text;
