@@ -262,6 +262,14 @@ fn open_rows(dir: &Path, name: &str, rows: usize, dim: usize) -> Result<std::fs:
 pub fn run_embed(args: &EmbedArgs) -> Result<IndexMeta> {
     let device = device_from_str(&args.device)?;
     let (weights_sha, text_sha) = checkpoint_hashes(&args.checkpoint)?;
+    if let Ok(m) = read_meta(&args.out) {
+        ensure!(
+            m.checkpoint_sha256 == weights_sha && m.text_encoder_sha256 == text_sha,
+            "{} holds an index of another checkpoint (weights sha256 {}…): use a new --out",
+            args.out.display(),
+            &m.checkpoint_sha256[..12.min(m.checkpoint_sha256.len())]
+        );
+    }
     let l = load_checkpoint(&args.checkpoint, device)?;
     let src: Arc<dyn RegionSource> = Arc::new(ShardSource::open(&args.shards)?);
     let mix = Arc::new(Mixture::new(vec![src], false)?);
@@ -295,11 +303,11 @@ pub fn run_embed(args: &EmbedArgs) -> Result<IndexMeta> {
             };
             ensure!(
                 m == same,
-                "{} holds an index of another checkpoint or shard set (checkpoint {}…, {} items from {}); use a new --out",
+                "{} holds an index of another shard set or settings ({} items of {}, {} frames); use a new --out",
                 args.out.display(),
-                &m.checkpoint_sha256[..12.min(m.checkpoint_sha256.len())],
                 m.items_total,
-                m.shards
+                m.shards,
+                m.frames
             );
             if m.items_done > 0 {
                 eprintln!("resuming at item {} of {}", m.items_done, m.items_total);
