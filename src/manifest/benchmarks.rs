@@ -217,13 +217,16 @@ fn json_error(path: &Path, e: serde_json::Error) -> ManifestError {
     row_error(path, e.line(), format!("bad JSON: {e}"))
 }
 
+/// Data rows of a CSV with their 1-based line numbers.
+type CsvRows = Vec<(usize, csv::StringRecord)>;
+
 /// A CSV with a header; returns the column positions of `want` and the data rows with
 /// their 1-based line numbers.
 fn read_csv(
     path: &Path,
     delimiter: u8,
     want: &[&str],
-) -> Result<(Vec<usize>, Vec<(usize, csv::StringRecord)>), ManifestError> {
+) -> Result<(Vec<usize>, CsvRows), ManifestError> {
     let text = read_text(path)?;
     let mut r = csv::ReaderBuilder::new()
         .delimiter(delimiter)

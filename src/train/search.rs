@@ -551,7 +551,7 @@ pub fn run_search(args: &SearchArgs) -> Result<Vec<SearchResult>> {
                 l.cfg.model.embed_dim,
                 index.meta.embed_dim
             );
-            let b = tokenize(&l.tok, &[q.clone()])?.to_device(device);
+            let b = tokenize(&l.tok, std::slice::from_ref(q))?.to_device(device);
             let (t, _, _) = tch::no_grad(|| l.model.encode_text(&b, ctx(device)));
             Vec::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).view([-1]))?
         }
