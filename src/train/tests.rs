@@ -970,8 +970,9 @@ progress = false
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(r["items"], 32);
-    let r1 = r["metrics"]["t2v"]["r1"].as_f64().unwrap();
-    assert!(r1 >= 0.8, "end-to-end R@1 {r1}");
+    // Benchmark metrics (Frozen-in-Time's definition): recalls in percent.
+    let r1 = r["metrics"]["t2v"]["R1"].as_f64().unwrap();
+    assert!(r1 >= 80.0, "end-to-end R@1 {r1}");
     let t: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&emb)
         .unwrap()
         .into_iter()
