@@ -20,6 +20,7 @@ fn source() -> Arc<dyn RegionSource> {
     Arc::new(MemorySource {
         feature_dim: 2,
         max_boxes: 1,
+        grid_hw: None,
         items: vec![
             item("a", &["a0", "a1", "a2"]),
             item("b", &["b0"]),
