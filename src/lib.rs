@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod job;
 pub mod manifest;
 pub mod pipeline;
+pub mod scan;
 pub mod select;
 pub mod shard;
 #[cfg(feature = "train")]

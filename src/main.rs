@@ -39,6 +39,12 @@ enum Command {
     /// Evaluate text↔video retrieval of a checkpoint on shards (needs the `train` feature).
     #[cfg(feature = "train")]
     Eval(regionfeat::train::cli::EvalArgs),
+    /// Embed a shard set with a checkpoint into a search index (f16, memory-mapped, resumable).
+    #[cfg(feature = "train")]
+    Embed(regionfeat::train::search::EmbedArgs),
+    /// Query an index: free text, or a video by item id (--like); top-k with scores and captions.
+    #[cfg(feature = "train")]
+    Search(regionfeat::train::search::SearchArgs),
     /// Show what shards hold: summary, one item (--item), checks (--validate), boxes drawn (--draw).
     Inspect(InspectArgs),
     /// Export shards for other tools: DemoVLP per-frame .npz or bottom-up-attention TSV.
@@ -109,9 +115,12 @@ struct ExtractArgs {
     /// Folder that relative media paths are resolved against [default: the manifest's folder]
     #[arg(long)]
     root: Option<PathBuf>,
-    /// Manifest format (webvid, cc3m, jsonl, dir) [default: from the extension]
+    /// Manifest format (webvid, cc3m, jsonl, dir, msrvtt, msvd, didemo, lsmdc) [default: from the extension]
     #[arg(long)]
     format: Option<ManifestFormat>,
+    /// Benchmark split for --format msrvtt|msvd (train, val, test, full-train, full-val, full-test)
+    #[arg(long)]
+    split: Option<manifest::Split>,
     /// ONNX model: a region detector (schemas/detector-contract.md) or a grid model (schemas/grid-contract.md), told apart by its outputs [default: examples/models/vg-tiny.onnx, made by scripts/setup.sh]
     #[arg(long = "model", visible_alias = "detector")]
     model: Option<PathBuf>,
@@ -185,6 +194,9 @@ struct VerifyArgs {
     /// Manifest format [default: from the extension].
     #[arg(long)]
     format: Option<ManifestFormat>,
+    /// Benchmark split (as given to extract).
+    #[arg(long)]
+    split: Option<manifest::Split>,
     /// Output directory to check.
     #[arg(long)]
     out: PathBuf,
@@ -208,6 +220,18 @@ fn count(s: &str) -> Result<usize, String> {
         Ok(n) if n < 0 => Err(format!("must be ≥ 0, got {n}")),
         Ok(n) => usize::try_from(n).map_err(|_| format!("{n} is too large")),
         Err(_) => Err(format!("{s:?} is not a whole number ≥ 0")),
+    }
+}
+
+/// `--format` with `--split` attached (benchmark formats only).
+fn with_split(
+    format: Option<ManifestFormat>,
+    split: Option<manifest::Split>,
+) -> anyhow::Result<Option<ManifestFormat>> {
+    match (format, split) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => anyhow::bail!("--split needs --format msrvtt|msvd"),
+        (Some(f), sp) => Ok(Some(f.with_split(sp).map_err(anyhow::Error::msg)?)),
     }
 }
 
@@ -253,7 +277,8 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     cfg.num_workers = share.count;
     // Bad settings fail before a long directory scan or any decoding.
     cfg.validate()?;
-    let manifest = manifest::load(&manifest_path, a.root.as_deref(), a.format)
+    let format = with_split(a.format, a.split)?;
+    let manifest = manifest::load(&manifest_path, a.root.as_deref(), format)
         .with_context(|| format!("reading manifest {}", manifest_path.display()))?;
     let items = &manifest.items;
     if share.count > 1 {
@@ -292,7 +317,8 @@ fn extract(a: ExtractArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let items = manifest::read_manifest(&a.manifest, a.root.as_deref(), a.format)
+    let format = with_split(a.format, a.split)?;
+    let items = manifest::read_manifest(&a.manifest, a.root.as_deref(), format)
         .with_context(|| format!("reading manifest {}", a.manifest.display()))?;
     let shard_size = match a.shard_size {
         Some(n) => n,
@@ -444,6 +470,18 @@ fn main() -> ExitCode {
         Command::Train(a) => regionfeat::train::cli::run_train(&a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "train")]
         Command::Eval(a) => regionfeat::train::cli::run_eval(&a).map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "train")]
+        Command::Embed(a) => regionfeat::train::search::run_embed(&a).map(|m| {
+            eprintln!(
+                "index {}: {} videos, {} captions",
+                a.out.display(),
+                m.items_total,
+                m.texts_done
+            );
+            ExitCode::SUCCESS
+        }),
+        #[cfg(feature = "train")]
+        Command::Search(a) => regionfeat::train::search::run_search(&a).map(|_| ExitCode::SUCCESS),
         Command::Inspect(a) => inspect(a),
         Command::Export(a) => export(a),
     };

@@ -3,6 +3,8 @@
 
 mod util;
 
+#[cfg(feature = "train")]
+mod benchmarks;
 mod decode;
 mod extract;
 mod grid;

@@ -55,7 +55,7 @@ fn train_then_eval_on_the_sample_shards() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let text = v.to_string();
-    for key in ["r1", "r5", "r10"] {
+    for key in ["R1", "R5", "R10", "MedR", "protocol", "captions_per_video"] {
         assert!(text.contains(&format!("\"{key}\"")), "{text}");
     }
     // A config naming a missing shard directory fails at start with the path in the message.

@@ -27,6 +27,22 @@ pub struct IndexEntry {
     pub manifest_index: u64,
     /// Caption.
     pub caption: String,
+    /// All captions, written only when the item has more than one (else it is `caption`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captions: Vec<String>,
+}
+
+impl IndexEntry {
+    /// Every caption of the item (`captions`, else `caption` when not empty).
+    pub fn all_captions(&self) -> Vec<String> {
+        if !self.captions.is_empty() {
+            self.captions.clone()
+        } else if self.caption.is_empty() {
+            vec![]
+        } else {
+            vec![self.caption.clone()]
+        }
+    }
 }
 
 /// Builds the index over shards `0..shards` (all must be committed); returns the entry count.
@@ -44,6 +60,7 @@ pub fn build(out: &Path, items: usize, shard_size: usize) -> Result<usize, Shard
         let r = ShardReader::open(&out.join(&name))?;
         let ids = r.item_ids()?;
         let caps = r.captions()?;
+        let mut all = r.all_captions()?.into_iter();
         let kinds = r.kinds()?;
         let mi = r.manifest_indices()?;
         for (row, (((id, cap), (start, nf)), (kind, m))) in ids
@@ -62,6 +79,7 @@ pub fn build(out: &Path, items: usize, shard_size: usize) -> Result<usize, Shard
                 kind,
                 manifest_index: m,
                 caption: cap,
+                captions: all.next().filter(|c| c.len() > 1).unwrap_or_default(),
             };
             text.push_str(&serde_json::to_string(&e).expect("json"));
             text.push('\n');

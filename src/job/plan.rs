@@ -200,6 +200,7 @@ mod tests {
             id: id.into(),
             path: PathBuf::from(path),
             caption: caption.into(),
+            captions: vec![],
             kind: crate::manifest::ItemKind::Video,
         }
     }

@@ -15,6 +15,8 @@ pub enum ManifestFormat {
     Jsonl,
     /// A directory scanned recursively for media files (no captions).
     Dir,
+    /// A retrieval benchmark's published annotation files (`super::benchmarks`).
+    Benchmark(super::Benchmark, Option<super::Split>),
 }
 
 impl std::str::FromStr for ManifestFormat {
@@ -25,9 +27,12 @@ impl std::str::FromStr for ManifestFormat {
             "cc3m" | "tsv" => Ok(Self::Cc3m),
             "jsonl" => Ok(Self::Jsonl),
             "dir" => Ok(Self::Dir),
-            _ => Err(format!(
-                "unknown manifest format {s:?} (webvid, cc3m, jsonl, dir)"
-            )),
+            _ => match super::Benchmark::from_name(s) {
+                Some(b) => Ok(Self::Benchmark(b, None)),
+                None => Err(format!(
+                    "unknown manifest format {s:?} (webvid, cc3m, jsonl, dir, msrvtt, msvd, didemo, lsmdc)"
+                )),
+            },
         }
     }
 }
@@ -59,6 +64,12 @@ pub(super) fn parse(
     if format == ManifestFormat::Dir {
         return super::scan::scan_dir(manifest);
     }
+    if let ManifestFormat::Benchmark(bench, split) = format {
+        return Ok(Manifest {
+            items: super::benchmarks::parse(bench, split, manifest, root)?,
+            skipped: Vec::new(),
+        });
+    }
     let bytes = std::fs::read(manifest).map_err(|source| ManifestError::Io {
         path: manifest.to_path_buf(),
         source,
@@ -68,7 +79,7 @@ pub(super) fn parse(
         ManifestFormat::WebVid => parse_webvid(text, manifest, root),
         ManifestFormat::Cc3m => parse_cc3m(text, manifest, root),
         ManifestFormat::Jsonl => parse_jsonl(text, manifest, root),
-        ManifestFormat::Dir => unreachable!(),
+        ManifestFormat::Dir | ManifestFormat::Benchmark(..) => unreachable!(),
     }?;
     Ok(Manifest {
         items,
@@ -174,6 +185,7 @@ pub(super) fn item(index: usize, id: String, path: PathBuf, caption: String) -> 
         id,
         path,
         caption,
+        captions: Vec::new(),
     }
 }
 

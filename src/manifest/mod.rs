@@ -3,11 +3,13 @@
 //! The manifest's order is the plan: item `i` of the manifest always lands in shard
 //! `i / shard_size`, whatever worker extracts it, so reruns and splits are deterministic.
 
+pub mod benchmarks;
 mod formats;
 mod scan;
 
 use std::path::{Path, PathBuf};
 
+pub use benchmarks::{Benchmark, Split};
 pub use formats::ManifestFormat;
 
 /// Whether an item is decoded as a video (N sampled frames) or an image (1 frame).
@@ -29,10 +31,26 @@ pub struct Item {
     pub id: String,
     /// Absolute or root-relative path of the media file, resolved against the root.
     pub path: PathBuf,
-    /// Caption text, empty when the manifest has none.
+    /// Caption text (the first one when there are several), empty when the manifest has none.
     pub caption: String,
+    /// All captions when the manifest gives several per item (benchmarks); empty when it gives
+    /// at most one, which is then `caption`. Use [`Item::all_captions`].
+    pub captions: Vec<String>,
     /// Video or image, guessed from the file extension.
     pub kind: ItemKind,
+}
+
+impl Item {
+    /// Every caption of the item: `captions`, else `caption` when not empty.
+    pub fn all_captions(&self) -> Vec<String> {
+        if !self.captions.is_empty() {
+            self.captions.clone()
+        } else if self.caption.is_empty() {
+            vec![]
+        } else {
+            vec![self.caption.clone()]
+        }
+    }
 }
 
 /// Errors while reading a manifest. These stop the run: a manifest we cannot parse has no plan.
@@ -127,6 +145,11 @@ pub fn refusal(item: &Item) -> Option<String> {
         ));
     }
     if let Some(at) = item.caption.find('\0') {
+        return Some(format!(
+            "the caption contains a NUL character (at byte {at}), which HDF5 strings cannot hold: fix the manifest"
+        ));
+    }
+    if let Some(at) = item.captions.iter().find_map(|c| c.find('\0')) {
         return Some(format!(
             "the caption contains a NUL character (at byte {at}), which HDF5 strings cannot hold: fix the manifest"
         ));

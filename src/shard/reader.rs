@@ -285,6 +285,27 @@ impl ShardReader {
         self.read_strings(item::CAPTION)
     }
 
+    /// All captions per item (the `captions` dataset; shards written before it have one
+    /// caption per item, `caption`, or none when it is empty).
+    pub fn all_captions(&self) -> Result<Vec<Vec<String>>, ShardError> {
+        if self.file.link_exists(item::CAPTIONS) {
+            return self
+                .read_strings(item::CAPTIONS)?
+                .iter()
+                .enumerate()
+                .map(|(row, s)| {
+                    serde_json::from_str(s)
+                        .map_err(|e| self.err(format!("dataset {} row {row}: {e}", item::CAPTIONS)))
+                })
+                .collect();
+        }
+        Ok(self
+            .captions()?
+            .into_iter()
+            .map(|c| if c.is_empty() { vec![] } else { vec![c] })
+            .collect())
+    }
+
     /// Source paths.
     pub fn sources(&self) -> Result<Vec<String>, ShardError> {
         self.read_strings(item::SOURCE)

@@ -12,8 +12,11 @@ pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
 pub mod item {
     /// Manifest id.
     pub const ID: &str = "item_id";
-    /// Caption.
+    /// Caption (the first when the item has several).
     pub const CAPTION: &str = "caption";
+    /// All captions of the item, a JSON list of strings (absent in shards written before it:
+    /// readers then take `caption`).
+    pub const CAPTIONS: &str = "captions";
     /// Media path.
     pub const SOURCE: &str = "source";
     /// 0 video, 1 image.

@@ -113,7 +113,7 @@ impl ShardWriter {
     fn init(&mut self, meta: &ShardMeta) -> hdf5::Result<()> {
         let (k, d, c) = (self.k, self.d, meta.compression);
         let n = schema::SMALL_CHUNK_ROWS;
-        for name in [item::ID, item::CAPTION, item::SOURCE] {
+        for name in [item::ID, item::CAPTION, item::CAPTIONS, item::SOURCE] {
             self.dataset::<VarLenUnicode>(name, &[], n, Compression::None)?;
         }
         self.dataset::<u8>(item::KIND, &[], n, c)?;
@@ -232,6 +232,8 @@ impl ShardWriter {
         let t = x.frames.len();
         self.append(item::ID, n0, 1, &[], &[to_vlen(&x.item.id)])?;
         self.append(item::CAPTION, n0, 1, &[], &[to_vlen(&x.item.caption)])?;
+        let all = serde_json::to_string(&x.item.all_captions()).expect("json of strings");
+        self.append(item::CAPTIONS, n0, 1, &[], &[to_vlen(&all)])?;
         self.append(
             item::SOURCE,
             n0,

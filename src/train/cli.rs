@@ -12,6 +12,7 @@ use crate::train::data::{Mixture, RegionSource};
 use crate::train::eval;
 use crate::train::loss::RwaOptions;
 use crate::train::model;
+use crate::train::retrieval;
 use crate::train::shards::ShardSource;
 use crate::train::text::{TextModelConfig, TextTokenizer};
 use crate::train::trainer::{device_from_str, RunOptions, Trainer};
@@ -167,10 +168,24 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         renormalize: cfg.loss.rwa_renormalize,
     };
     let sim = eval::similarity(&set, !args.global_only, opts);
-    let m = eval::metrics(&sim);
+    let (nv, nt) = (set.ids.len(), set.text_video.len());
+    let m = retrieval::protocol_metrics(&eval::flat(&sim), nv, nt, &set.text_video);
+    let score = if args.global_only {
+        "global"
+    } else {
+        "global+local"
+    };
+    let protocol = retrieval::Protocol::new(
+        args.shards.display().to_string(),
+        nv,
+        &set.text_video,
+        frames,
+        score,
+    );
+    eprintln!("{}", protocol.summary());
     let out = serde_json::json!({
         "checkpoint": ck, "shards": args.shards, "items": mix.len(), "frames": frames,
-        "score": if args.global_only { "global" } else { "global+local" }, "metrics": m,
+        "score": score, "protocol": protocol, "metrics": m,
     });
     let text = serde_json::to_string_pretty(&out)?;
     println!("{text}");

@@ -62,6 +62,19 @@ pub enum FrameSampling {
     Uniform,
 }
 
+/// Which caption of a several-caption item (MSR-VTT, MSVD) a training step sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptionSampling {
+    /// One caption drawn per item and epoch, seeded (Frozen-in-Time / DemoVLP).
+    #[default]
+    Random,
+    /// Always the first caption.
+    First,
+    /// Every (video, caption) pair is an item of the epoch.
+    All,
+}
+
 /// Training data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +102,9 @@ pub struct DataConfig {
     /// Shuffle every epoch.
     #[serde(default = "yes")]
     pub shuffle: bool,
+    /// Items with several captions: `random` (one per step), `first`, or `all` (every pair).
+    #[serde(default)]
+    pub captions: CaptionSampling,
 }
 
 fn one() -> usize {

@@ -13,7 +13,7 @@ use anyhow::{ensure, Result};
 use crossbeam_channel::{bounded, Receiver};
 use tch::{Device, Kind, Tensor};
 
-use crate::train::config::FrameSampling;
+use crate::train::config::{CaptionSampling, FrameSampling};
 use crate::train::model::TensorBatch;
 use crate::train::text::TextTokenizer;
 
@@ -45,8 +45,17 @@ pub trait RegionSource: Send + Sync {
     fn max_boxes(&self) -> usize;
     /// Item id.
     fn item_id(&self, i: usize) -> String;
-    /// Caption.
+    /// Caption (the first when the item has several).
     fn caption(&self, i: usize) -> String;
+    /// All captions of the item (default: `caption`, none when it is empty).
+    fn captions(&self, i: usize) -> Vec<String> {
+        let c = self.caption(i);
+        if c.is_empty() {
+            vec![]
+        } else {
+            vec![c]
+        }
+    }
     /// Frame rows of the item (1 for images).
     fn num_frames(&self, i: usize) -> usize;
     /// Reads the given frames (indices within the item).
@@ -78,6 +87,8 @@ pub struct MemoryItem {
     pub id: String,
     /// Caption.
     pub caption: String,
+    /// More captions after `caption` (several-caption benchmarks).
+    pub extra_captions: Vec<String>,
     /// All frames of the item.
     pub frames: FrameBlock,
 }
@@ -100,6 +111,15 @@ impl RegionSource for MemorySource {
     }
     fn caption(&self, i: usize) -> String {
         self.items[i].caption.clone()
+    }
+    fn captions(&self, i: usize) -> Vec<String> {
+        let it = &self.items[i];
+        let mut v = vec![];
+        if !it.caption.is_empty() {
+            v.push(it.caption.clone());
+        }
+        v.extend(it.extra_captions.iter().cloned());
+        v
     }
     fn num_frames(&self, i: usize) -> usize {
         self.items[i].frames.num_boxes.len()
@@ -128,6 +148,9 @@ pub struct Mixture {
     feature_dim: usize,
     max_boxes: usize,
     grid_hw: Option<(usize, usize)>,
+    captions: CaptionSampling,
+    /// With [`CaptionSampling::All`]: the caption of each global item (parallel to `index`).
+    caption_of: Vec<u32>,
 }
 
 impl Mixture {
@@ -164,11 +187,56 @@ impl Mixture {
             feature_dim,
             max_boxes,
             grid_hw,
+            captions: CaptionSampling::Random,
+            caption_of: vec![],
         })
     }
     /// Patch grid of grid data, `None` for regions.
     pub fn grid_hw(&self) -> Option<(usize, usize)> {
         self.grid_hw
+    }
+
+    /// Sets how training steps pick among several captions; `All` makes every
+    /// (video, caption) pair an item.
+    pub fn with_caption_sampling(mut self, mode: CaptionSampling) -> Self {
+        if mode == CaptionSampling::All && self.caption_of.is_empty() {
+            let mut index = Vec::with_capacity(self.index.len());
+            for &(s, l) in &self.index {
+                let n = self.sources[s as usize].captions(l as usize).len().max(1);
+                for c in 0..n {
+                    index.push((s, l));
+                    self.caption_of.push(c as u32);
+                }
+            }
+            self.index = index;
+        }
+        self.captions = mode;
+        self
+    }
+
+    /// All captions of global item `i`.
+    pub fn captions(&self, i: usize) -> Vec<String> {
+        let (s, l) = self.get(i);
+        s.captions(l)
+    }
+
+    /// The caption a training step sees for global item `i` in `epoch`.
+    pub fn step_caption(&self, i: usize, seed: u64, epoch: u64) -> String {
+        if let Some(&c) = self.caption_of.get(i) {
+            let caps = self.captions(i);
+            return caps.get(c as usize).cloned().unwrap_or_default();
+        }
+        match self.captions {
+            CaptionSampling::First | CaptionSampling::All => self.caption(i),
+            CaptionSampling::Random => {
+                let caps = self.captions(i);
+                if caps.len() <= 1 {
+                    return self.caption(i);
+                }
+                let mut r = Rng::new(seed, &[0xCA97, epoch, i as u64]);
+                caps[r.below(caps.len())].clone()
+            }
+        }
     }
     /// Items.
     pub fn len(&self) -> usize {
@@ -371,21 +439,16 @@ pub fn assemble(
             }
         }
     }
-    let toks: Vec<_> = items
+    let texts: Vec<String> = items
         .iter()
-        .map(|&g| tok.encode(&mix.caption(g)))
-        .collect::<Result<_>>()?;
-    let l = toks.iter().map(|t| t.ids.len()).max().unwrap_or(2).max(2);
-    let mut ids = vec![tok.pad_id; b * l];
-    let mut attention_mask = vec![0i64; b * l];
-    let mut word_mask = vec![0f32; b * l];
-    for (i, t) in toks.iter().enumerate() {
-        for (j, (&id, &w)) in t.ids.iter().zip(&t.word).enumerate() {
-            ids[i * l + j] = id;
-            attention_mask[i * l + j] = 1;
-            word_mask[i * l + j] = w as f32;
-        }
-    }
+        .map(|&g| mix.step_caption(g, spec.seed, spec.epoch))
+        .collect();
+    let TokenBatch {
+        l,
+        ids,
+        attention_mask,
+        word_mask,
+    } = tokenize(tok, &texts)?;
     Ok(HostBatch {
         b,
         f,
@@ -401,6 +464,63 @@ pub fn assemble(
         items: items.to_vec(),
         grid_hw: mix.grid_hw(),
     })
+}
+
+/// Token ids of several texts, padded to the longest.
+#[derive(Debug, Clone)]
+pub struct TokenBatch {
+    /// Text length.
+    pub l: usize,
+    /// `[b, l]`.
+    pub ids: Vec<i64>,
+    /// `[b, l]`.
+    pub attention_mask: Vec<i64>,
+    /// `[b, l]`.
+    pub word_mask: Vec<f32>,
+}
+
+/// Tokenizes `texts` into one padded batch.
+pub fn tokenize(tok: &TextTokenizer, texts: &[String]) -> Result<TokenBatch> {
+    let toks: Vec<_> = texts.iter().map(|t| tok.encode(t)).collect::<Result<_>>()?;
+    let b = texts.len();
+    let l = toks.iter().map(|t| t.ids.len()).max().unwrap_or(2).max(2);
+    let mut ids = vec![tok.pad_id; b * l];
+    let mut attention_mask = vec![0i64; b * l];
+    let mut word_mask = vec![0f32; b * l];
+    for (i, t) in toks.iter().enumerate() {
+        for (j, (&id, &w)) in t.ids.iter().zip(&t.word).enumerate() {
+            ids[i * l + j] = id;
+            attention_mask[i * l + j] = 1;
+            word_mask[i * l + j] = w as f32;
+        }
+    }
+    Ok(TokenBatch {
+        l,
+        ids,
+        attention_mask,
+        word_mask,
+    })
+}
+
+impl TokenBatch {
+    /// A text-only model batch (the video fields are empty) on `device`.
+    pub fn to_device(&self, device: Device) -> TensorBatch {
+        let (b, l) = ((self.ids.len() / self.l.max(1)) as i64, self.l as i64);
+        let empty = Tensor::zeros([0], (Kind::Float, device));
+        TensorBatch {
+            features: empty.shallow_clone(),
+            locations: empty.shallow_clone(),
+            region_mask: empty,
+            grid_hw: None,
+            ids: Tensor::from_slice(&self.ids).view([b, l]).to_device(device),
+            attention_mask: Tensor::from_slice(&self.attention_mask)
+                .view([b, l])
+                .to_device(device),
+            word_mask: Tensor::from_slice(&self.word_mask)
+                .view([b, l])
+                .to_device(device),
+        }
+    }
 }
 
 impl HostBatch {

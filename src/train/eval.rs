@@ -1,5 +1,5 @@
-//! Retrieval evaluation: encode every (video, caption) pair of a set, score all pairs with
-//! global + local (RWA) similarity — both `[video, text]`-oriented, so nothing is transposed
+//! Retrieval evaluation: encode every video and every caption of a set (several captions per
+//! video where the benchmark has them), score all pairs with global + local (RWA) similarity — both `[video, text]`-oriented, so nothing is transposed
 //! by accident — and compute R@1/5/10, MedR, MeanR in both directions. Embeddings can be
 //! exported as safetensors.
 
@@ -10,19 +10,23 @@ use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::train::config::FrameSampling;
-use crate::train::data::{epoch_order, BatchSpec, Loader, Mixture};
+use crate::train::data::{epoch_order, tokenize, BatchSpec, Loader, Mixture};
 use crate::train::layers::Ctx;
 use crate::train::loss::{self, Embeddings, RetrievalMetrics, RwaOptions};
 use crate::train::model::DemoVlp;
 use crate::train::text::TextTokenizer;
 
-/// Encoded evaluation set (CPU tensors, regions and words padded across batches). Item `i`
-/// is video `i` and caption `i`.
+/// Encoded evaluation set (CPU tensors, regions and words padded across batches). Video `i`
+/// is item `i`; text `j` is caption `j` in item order, belonging to video `text_video[j]`.
 pub struct EncodedSet {
-    /// The embeddings of all items, as one batch.
+    /// The embeddings: `video`/`regions` per item, `text`/`words` per caption.
     pub emb: Embeddings,
     /// Item ids.
     pub ids: Vec<String>,
+    /// Owning video of each text.
+    pub text_video: Vec<usize>,
+    /// The caption of each text.
+    pub captions: Vec<String>,
 }
 
 fn pad_cat(parts: &[Tensor], dim1: i64) -> Tensor {
@@ -48,7 +52,7 @@ fn pad_cat(parts: &[Tensor], dim1: i64) -> Tensor {
     Tensor::cat(&padded, 0)
 }
 
-/// Encodes all items of `mix` (in order).
+/// Encodes all items of `mix` (in order) and all their captions.
 pub fn encode(
     model: &DemoVlp,
     mix: &Arc<Mixture>,
@@ -86,17 +90,28 @@ pub fn encode(
     };
     let (mut v, mut r, mut rm, mut t, mut w, mut wm) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut text_video, mut captions) = (vec![], vec![]);
+    for i in 0..mix.len() {
+        for c in mix.captions(i) {
+            text_video.push(i);
+            captions.push(c);
+        }
+    }
     tch::no_grad(|| -> Result<()> {
         for (bi, hb) in loader {
             let hb = hb.with_context(|| format!("reading evaluation batch {bi}"))?;
             let b = hb.to_device(device);
-            let e = model.forward(&b, ctx);
-            v.push(e.video.to_device(Device::Cpu));
-            r.push(e.regions.to_device(Device::Cpu));
-            rm.push(e.region_mask.to_device(Device::Cpu));
-            t.push(e.text.to_device(Device::Cpu));
-            w.push(e.words.to_device(Device::Cpu));
-            wm.push(e.word_mask.to_device(Device::Cpu));
+            let (video, regions, region_mask) = model.encode_video(&b, ctx);
+            v.push(video.to_device(Device::Cpu));
+            r.push(regions.to_device(Device::Cpu));
+            rm.push(region_mask.to_device(Device::Cpu));
+        }
+        for chunk in captions.chunks(batch_size.max(1)) {
+            let b = tokenize(tok, chunk)?.to_device(device);
+            let (text, words, word_mask) = model.encode_text(&b, ctx);
+            t.push(text.to_device(Device::Cpu));
+            w.push(words.to_device(Device::Cpu));
+            wm.push(word_mask.to_device(Device::Cpu));
         }
         Ok(())
     })?;
@@ -112,6 +127,8 @@ pub fn encode(
             word_mask: pad_cat(&wm, lmax),
         },
         ids: (0..mix.len()).map(|i| mix.item_id(i)).collect(),
+        text_video,
+        captions,
     })
 }
 
@@ -156,13 +173,15 @@ pub fn similarity(set: &EncodedSet, use_local: bool, opts: RwaOptions) -> Tensor
     }
 }
 
-/// Metrics of a `[N, N]` score whose diagonal holds the pairs.
-pub fn metrics(sim: &Tensor) -> RetrievalMetrics {
+/// Metrics of a `[Nv, Nt]` score of `set`.
+pub fn metrics(set: &EncodedSet, sim: &Tensor) -> RetrievalMetrics {
     let (nv, nt) = (sim.size()[0] as usize, sim.size()[1] as usize);
-    let flat: Vec<f32> =
-        Vec::try_from(sim.to_kind(Kind::Float).contiguous().view([-1])).expect("f32 tensor");
-    let text_video: Vec<usize> = (0..nt).collect();
-    loss::retrieval_metrics(&flat, nv, nt, &text_video)
+    loss::retrieval_metrics(&flat(sim), nv, nt, &set.text_video)
+}
+
+/// The `[Nv, Nt]` score as a row-major f32 vector.
+pub fn flat(sim: &Tensor) -> Vec<f32> {
+    Vec::try_from(sim.to_kind(Kind::Float).contiguous().view([-1])).expect("f32 tensor")
 }
 
 /// Writes the embeddings (`video`, `regions`, `region_mask`, `text`, `words`, `word_mask`) as

@@ -19,6 +19,8 @@ pub mod masks;
 pub mod model;
 pub mod optim;
 pub mod region_learner;
+pub mod retrieval;
+pub mod search;
 pub mod shards;
 pub mod synth;
 pub mod text;
@@ -27,6 +29,8 @@ pub mod video;
 
 pub use trainer::device_from_str;
 
+#[cfg(test)]
+mod caption_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

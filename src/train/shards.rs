@@ -14,7 +14,8 @@ use crate::train::data::{FrameBlock, RegionSource, LOC_DIM};
 struct Shard {
     reader: Mutex<ShardReader>,
     ids: Vec<String>,
-    captions: Vec<String>,
+    /// All captions per item (the first is the item's caption).
+    captions: Vec<Vec<String>>,
     ranges: Vec<(u64, u32)>,
 }
 
@@ -125,8 +126,8 @@ impl ShardSource {
             };
             let sh = &mut shards[s];
             index.push((s as u32, sh.ids.len() as u32));
+            sh.captions.push(e.all_captions());
             sh.ids.push(e.id);
-            sh.captions.push(e.caption);
             sh.ranges.push((e.frame_start, e.num_frames));
         }
         let (feature_dim, max_boxes, grid_hw) = dims.context("no shards")?;
@@ -146,7 +147,7 @@ impl ShardSource {
         for (s, p) in list_shards(path)?.into_iter().enumerate() {
             let r = open_consistent(&p, &mut dims)?;
             let ids = r.item_ids()?;
-            let captions = r.captions()?;
+            let captions = r.all_captions()?;
             let ranges = r.frame_ranges()?;
             for i in 0..ids.len() {
                 index.push((s as u32, i as u32));
@@ -192,6 +193,10 @@ impl RegionSource for ShardSource {
         s.ids[r].clone()
     }
     fn caption(&self, i: usize) -> String {
+        let (s, r) = self.at(i);
+        s.captions[r].first().cloned().unwrap_or_default()
+    }
+    fn captions(&self, i: usize) -> Vec<String> {
         let (s, r) = self.at(i);
         s.captions[r].clone()
     }

@@ -143,6 +143,7 @@ pub fn planted_from_sets(spec: &PlantedSpec, sets: &[Vec<usize>]) -> MemorySourc
                 fb.num_boxes[f] = regs.len() as u32;
             }
             MemoryItem {
+                extra_captions: vec![],
                 id: format!("item{i}"),
                 caption: caption(ws),
                 frames: fb,
@@ -304,6 +305,7 @@ pub fn planted_grid(spec: &PlantedGridSpec) -> MemorySource {
                 }
             }
             MemoryItem {
+                extra_captions: vec![],
                 id: format!("grid{i}"),
                 caption: caption(ws),
                 frames: fb,

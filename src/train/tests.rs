@@ -34,7 +34,7 @@ pub(super) fn python() -> PathBuf {
         .unwrap_or_else(|| repo().join(".venv/bin/python"))
 }
 
-pub(super) fn run_py(script: &str, args: &[&Path]) {
+pub(crate) fn run_py(script: &str, args: &[&Path]) {
     let out = Command::new(python())
         .arg(repo().join("tests/train").join(script))
         .args(args)
@@ -970,8 +970,9 @@ progress = false
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(r["items"], 32);
-    let r1 = r["metrics"]["t2v"]["r1"].as_f64().unwrap();
-    assert!(r1 >= 0.8, "end-to-end R@1 {r1}");
+    // Benchmark metrics (Frozen-in-Time's definition): recalls in percent.
+    let r1 = r["metrics"]["t2v"]["R1"].as_f64().unwrap();
+    assert!(r1 >= 80.0, "end-to-end R@1 {r1}");
     let t: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&emb)
         .unwrap()
         .into_iter()

@@ -171,7 +171,7 @@ impl Trainer {
         if let Some(s) = &eval_source {
             check_kind(s.as_ref(), want_grid, "the evaluation set")?;
         }
-        let mix = Arc::new(Mixture::new(sources, true)?);
+        let mix = Arc::new(Mixture::new(sources, true)?.with_caption_sampling(cfg.data.captions));
         let eval_mix = match (eval_source, &cfg.eval) {
             (Some(s), _) => Some(Arc::new(Mixture::new(vec![s], true)?)),
             (None, Some(e)) => {
@@ -337,7 +337,7 @@ impl Trainer {
             self.device,
         )?;
         let sim = eval::similarity(&set, e.use_local, self.rwa_options());
-        Ok(Some(eval::metrics(&sim)))
+        Ok(Some(eval::metrics(&set, &sim)))
     }
 
     fn rwa_options(&self) -> RwaOptions {
