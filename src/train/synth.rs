@@ -268,13 +268,28 @@ pub fn planted_grid(spec: &PlantedGridSpec) -> MemorySource {
         code_seed: spec.code_seed,
         ..Default::default()
     };
-    let codes = codes(&words);
     let mut rng = Rng::new(spec.seed, &[0x6A1D]);
     let sets = random_word_sets(&words, spec.items, &mut rng);
+    planted_grid_from_sets(spec, &sets, &mut rng)
+}
+
+/// Grid items whose objects are the given word sets (`spec.items` is ignored); `rng` places
+/// the objects and draws the noise.
+pub fn planted_grid_from_sets(
+    spec: &PlantedGridSpec,
+    sets: &[Vec<usize>],
+    rng: &mut Rng,
+) -> MemorySource {
+    let codes = codes(&PlantedSpec {
+        words: spec.words,
+        feature_dim: spec.feature_dim,
+        code_seed: spec.code_seed,
+        ..Default::default()
+    });
     let (h, w) = spec.grid;
     let (p, d) = (h * w, spec.feature_dim);
     let per_word = if spec.negatives { 2 } else { 1 };
-    assert!(p >= per_word * spec.words_per_caption);
+    assert!(sets.iter().all(|ws| p >= per_word * ws.len()));
     let scale = spec.object_norm / 2.0; // codes() have norm 2
     let items = sets
         .iter()

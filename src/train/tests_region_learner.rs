@@ -38,6 +38,8 @@ fn rl_config(k: i64, s: i64, schedule: DecaySchedule) -> RegionLearnerConfig {
 
 #[test]
 fn quantize_ema_update_and_aggregation_match_numpy_reference() {
+    // Codebook::new draws from the global torch RNG, which the exact-resume test relies on.
+    let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let (n, h, w, c, k, s) = (2i64, 3i64, 4i64, 6i64, 5i64, 3i64);
     let cases = [
@@ -202,8 +204,21 @@ fn straight_through_gradient_and_data_init() {
     assert_eq!(out.regions.size(), vec![2, 2, 8]);
 }
 
+/// Text→video R@1 of a `[videos, texts]` similarity whose diagonal holds the pairs, counting
+/// a tie with the positive as a miss: a quantized model can map different videos to the same
+/// embedding (the untrained codebook snaps every patch to one code), which the evaluation's
+/// ties-count-as-hits rank would score as perfect retrieval.
+fn strict_r1(sim: &Tensor) -> f64 {
+    let n = sim.size()[0];
+    assert_eq!(sim.size()[1], n, "one caption per item");
+    let pos = sim.diagonal(0, 0, 1).unsqueeze(0);
+    let at_least = sim.ge_tensor(&pos).sum_dim_intlist(0, false, Kind::Int64);
+    let hits = at_least.eq(1).sum(Kind::Int64).int64_value(&[]);
+    hits as f64 / n as f64
+}
+
 /// Trains on `train`, evaluates on `test` (global + local similarity); `(before, after)`
-/// text→video R@1 and the summary.
+/// text→video R@1 (ties count as misses, [`strict_r1`]) and the summary.
 fn grid_run(
     dir: &Path,
     extra: &str,
@@ -226,52 +241,58 @@ fn grid_run(
         &RunOptions::default(),
     )
     .unwrap();
-    let before = t.evaluate().unwrap().unwrap().t2v.r1;
+    let before = strict_r1(&t.eval_similarity().unwrap().unwrap().1);
     let s = t.run(&RunOptions::default()).unwrap();
-    let after = s.eval.unwrap();
+    let after = strict_r1(&t.eval_similarity().unwrap().unwrap().1);
     eprintln!(
-        "grid ({extra:?}): R@1 before {before:.3}, after t2v {:?}",
-        after.t2v
+        "grid ({extra:?}): R@1 before {before:.3}, after {after:.3} (evaluation: {:?})",
+        s.eval.as_ref().unwrap().t2v
     );
-    (before, after.t2v.r1, s)
+    (before, after, s)
 }
 
 const GRID: &str = "[model.video]\ninput = \"grid\"\n";
 const RL: &str =
-    "[model.video.region_learner]\ncodebook_size = 512\nregions = 8\ninteraction_heads = 4\n";
+    "[model.video.region_learner]\ncodebook_size = 64\nregions = 4\ninteraction_heads = 4\n";
 
 #[test]
-#[ignore = "not yet passing: at this budget (8 epochs of 1024 items) RegionLearner reached R@1 0.047 vs 0.031 for the mean-pooled grid; run with --ignored"]
 fn learned_regions_solve_what_the_mean_pooled_grid_cannot() {
     let _rng = rng_lock();
-    // 4x4 grids, each caption word's object and its negative on two of the 16 patches: the
-    // grid mean holds no trace of the objects.
+    // 3x3 grids of 16-d noise patches; each of a caption's 2 objects (of 8) sits on one random
+    // patch and its negative on another, so the grid mean holds no trace of the objects while
+    // pooling weighted by content (x · mask(x), even in x) keeps them. Held out: every one of
+    // the 28 object pairs once, on fresh noise and places (chance R@1 1/28).
     let spec = PlantedGridSpec {
         items: 1024,
-        grid: (4, 4),
+        words: 8,
+        feature_dim: 16,
+        grid: (3, 3),
         negatives: true,
         ..Default::default()
     };
     let train = synth::planted_grid(&spec);
-    let test = synth::planted_grid(&PlantedGridSpec {
-        items: 64,
-        seed: 99,
-        ..spec.clone()
-    });
-    let common = "[optim]\nepochs = 8\n[data]\nbatch_size = 32\n";
+    let pairs: Vec<Vec<usize>> = (0..spec.words)
+        .flat_map(|a| (a + 1..spec.words).map(move |b| vec![a, b]))
+        .collect();
+    let test = synth::planted_grid_from_sets(&spec, &pairs, &mut Rng::new(99, &[]));
+    let common = "[optim]\nepochs = 16\n[data]\nbatch_size = 32\n";
+    let grid = "[model.video]\ninput = \"grid\"\nfeature_dim = 16\n";
     let d1 = tempfile::tempdir().unwrap();
-    let (_, pooled, _) = grid_run(d1.path(), &format!("{common}{GRID}"), &train, &test);
+    let (pooled_before, pooled, _) = grid_run(d1.path(), &format!("{common}{grid}"), &train, &test);
     let d2 = tempfile::tempdir().unwrap();
-    let (before, learned, s) = grid_run(d2.path(), &format!("{common}{GRID}{RL}"), &train, &test);
+    let (before, learned, s) = grid_run(d2.path(), &format!("{common}{grid}{RL}"), &train, &test);
     eprintln!("planted grid: mean-pooled R@1 {pooled:.3}, RegionLearner R@1 {learned:.3}");
-    assert!(before < 0.2, "untrained R@1 {before}");
+    assert!(
+        before < 0.2 && pooled_before < 0.2,
+        "untrained R@1 {before}, {pooled_before}"
+    );
     assert!(
         learned >= pooled + 0.3,
         "RegionLearner R@1 {learned} vs mean-pooled grid {pooled}"
     );
     // The log reports codebook use at every logged step.
     let last = s.steps.last().unwrap();
-    assert_eq!(last.codebook_size, Some(512));
+    assert_eq!(last.codebook_size, Some(64));
     assert!(last.codes_used.unwrap() > 0);
     assert!(last.vq_commitment.is_some());
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use tch::{nn, Device, Kind};
+use tch::{nn, Device, Kind, Tensor};
 
 use crate::train::checkpoint::{self, CheckpointParts, TrainState};
 use crate::train::config::{FrameSampling, TrainConfig};
@@ -324,6 +324,13 @@ impl Trainer {
 
     /// Evaluates on the eval set, if any.
     pub fn evaluate(&self) -> Result<Option<RetrievalMetrics>> {
+        Ok(self
+            .eval_similarity()?
+            .map(|(set, sim)| eval::metrics(&set, &sim)))
+    }
+
+    /// The encoded eval set and its `[videos, texts]` similarity, if any.
+    pub fn eval_similarity(&self) -> Result<Option<(eval::EncodedSet, Tensor)>> {
         let (Some(mix), Some(e)) = (&self.eval_mix, &self.cfg.eval) else {
             return Ok(None);
         };
@@ -337,7 +344,7 @@ impl Trainer {
             self.device,
         )?;
         let sim = eval::similarity(&set, e.use_local, self.rwa_options());
-        Ok(Some(eval::metrics(&set, &sim)))
+        Ok(Some((set, sim)))
     }
 
     fn rwa_options(&self) -> RwaOptions {
