@@ -121,23 +121,35 @@ pub struct DetectorInfo {
 #[error("detector model does not honour contract v{CONTRACT_VERSION} (schemas/detector-contract.md): {0}")]
 pub struct ContractError(pub String);
 
+/// A metadata value, or the error naming the missing key.
+pub(super) fn metadata_value<'a>(
+    meta: &'a HashMap<String, String>,
+    k: &str,
+) -> Result<&'a String, ContractError> {
+    meta.get(k)
+        .ok_or_else(|| ContractError(format!("metadata key {k:?} is missing")))
+}
+
+/// Refuses a model written for another contract version (region and grid models share it).
+pub(super) fn check_contract_version(meta: &HashMap<String, String>) -> Result<(), ContractError> {
+    let version = metadata_value(meta, keys::VERSION)?;
+    if version != CONTRACT_VERSION {
+        return Err(ContractError(format!(
+            "{} is {version:?}, this regionfeat reads {CONTRACT_VERSION:?}",
+            keys::VERSION
+        )));
+    }
+    Ok(())
+}
+
 impl DetectorInfo {
     /// Parses and checks the metadata map.
     pub fn from_metadata(
         meta: &HashMap<String, String>,
         sha256: String,
     ) -> Result<Self, ContractError> {
-        let get = |k: &str| {
-            meta.get(k)
-                .ok_or_else(|| ContractError(format!("metadata key {k:?} is missing")))
-        };
-        let version = get(keys::VERSION)?;
-        if version != CONTRACT_VERSION {
-            return Err(ContractError(format!(
-                "{} is {version:?}, this regionfeat reads {CONTRACT_VERSION:?}",
-                keys::VERSION
-            )));
-        }
+        let get = |k: &str| metadata_value(meta, k);
+        check_contract_version(meta)?;
         let json = |k: &str| -> Result<serde_json::Value, ContractError> {
             serde_json::from_str(get(k)?)
                 .map_err(|e| ContractError(format!("{k} is not valid JSON: {e}")))

@@ -9,7 +9,7 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
 use serde::Deserialize;
 
-use super::contract::{keys, names, ContractError, DetectorInfo, Preprocess, CONTRACT_VERSION};
+use super::contract::{keys, names, ContractError, DetectorInfo, Preprocess};
 use super::preprocess::Batch;
 use super::session::{Candidates, DetectError, Detector};
 use crate::shard::ModelKind;
@@ -89,17 +89,8 @@ pub fn info_from_metadata(
     meta: &HashMap<String, String>,
     sha256: String,
 ) -> Result<DetectorInfo, ContractError> {
-    let get = |k: &str| {
-        meta.get(k)
-            .ok_or_else(|| ContractError(format!("metadata key {k:?} is missing")))
-    };
-    let version = get(keys::VERSION)?;
-    if version != CONTRACT_VERSION {
-        return Err(ContractError(format!(
-            "{} is {version:?}, this regionfeat reads {CONTRACT_VERSION:?}",
-            keys::VERSION
-        )));
-    }
+    let get = |k: &str| super::contract::metadata_value(meta, k);
+    super::contract::check_contract_version(meta)?;
     let pre: GridPreprocess = serde_json::from_str(get(keys::PREPROCESS)?).map_err(|e| {
         ContractError(format!(
             "{} of a grid model must be {{\"channel_order\", \"pixel_mean\", \"pixel_std\", \
