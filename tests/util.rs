@@ -35,8 +35,12 @@ pub fn test_detector() -> PathBuf {
 }
 
 pub fn run_python(args: &[&str]) -> String {
+    // HDF5 opens files without O_CLOEXEC, so a subprocess that another test spawns while this
+    // process holds a shard open inherits the descriptor and its lock, which then outlives our
+    // handle; h5py would fail to lock the file for writing. Tests coordinate their own files.
     let out = Command::new(python())
         .args(args)
+        .env("HDF5_USE_FILE_LOCKING", "FALSE")
         .output()
         .expect("run python");
     assert!(
