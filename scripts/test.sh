@@ -9,7 +9,7 @@ echo "== cargo test"
 cargo test --quiet 2>&1
 echo "== cargo test --features train (trainer: libtorch from .venv)"
 cargo test --quiet --features train --lib 2>&1
-cargo test --quiet --features train --test integration -- train_cli:: benchmarks:: 2>&1
+cargo test --quiet --features train --test integration -- train_cli:: train_dist:: benchmarks:: 2>&1
 if [ -d detector/tests ]; then
   echo "== pytest detector/tests"
   .venv/bin/python -m pytest -q detector/tests

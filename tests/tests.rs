@@ -14,3 +14,5 @@ mod jobs;
 mod media;
 #[cfg(feature = "train")]
 mod train_cli;
+#[cfg(feature = "train")]
+mod train_dist;

@@ -85,26 +85,45 @@ pub fn rwa_similarity(
     word_mask: &Tensor,
     opts: RwaOptions,
 ) -> (Tensor, Tensor) {
+    let (r2w, w2r) = rwa_directions(regions, region_mask, words, word_mask, opts, true, true);
+    (r2w.expect("asked for"), w2r.expect("asked for"))
+}
+
+/// [`rwa_similarity`], computing only the directions asked for (a data-parallel rank needs
+/// region→word for its own videos and word→region for its own texts).
+pub fn rwa_directions(
+    regions: &Tensor,
+    region_mask: &Tensor,
+    words: &Tensor,
+    word_mask: &Tensor,
+    opts: RwaOptions,
+    want_r2w: bool,
+    want_w2r: bool,
+) -> (Option<Tensor>, Option<Tensor>) {
     let kind = regions.kind();
     // c[i, j, n, l]
     let c = Tensor::einsum("ine,jle->ijnl", &[regions, words], None::<&[i64]>);
-    let rm = region_mask.to_kind(kind).unsqueeze(1).unsqueeze(-1); // [Bv,1,N,1]
-    let wm = word_mask.to_kind(kind).unsqueeze(0).unsqueeze(2); // [1,Bt,1,L]
     let logits = &c * opts.scale;
 
     // region → word: softmax over words (dim 3), score per region, mean over valid regions.
-    let a = refine(&logits, &wm, 3, opts);
-    let per_region = (&a * &c).sum_dim_intlist(3, false, kind); // [Bv,Bt,N]
-    let rm2 = region_mask.to_kind(kind).unsqueeze(1); // [Bv,1,N]
-    let r2w = (per_region * &rm2).sum_dim_intlist(2, false, kind)
-        / rm2.sum_dim_intlist(2, false, kind).clamp_min(1.0);
+    let r2w = want_r2w.then(|| {
+        let wm = word_mask.to_kind(kind).unsqueeze(0).unsqueeze(2); // [1,Bt,1,L]
+        let a = refine(&logits, &wm, 3, opts);
+        let per_region = (&a * &c).sum_dim_intlist(3, false, kind); // [Bv,Bt,N]
+        let rm2 = region_mask.to_kind(kind).unsqueeze(1); // [Bv,1,N]
+        (per_region * &rm2).sum_dim_intlist(2, false, kind)
+            / rm2.sum_dim_intlist(2, false, kind).clamp_min(1.0)
+    });
 
     // word → region: softmax over regions (dim 2), score per word, mean over valid words.
-    let b = refine(&logits, &rm, 2, opts);
-    let per_word = (&b * &c).sum_dim_intlist(2, false, kind); // [Bv,Bt,L]
-    let wm2 = word_mask.to_kind(kind).unsqueeze(0); // [1,Bt,L]
-    let w2r = (per_word * &wm2).sum_dim_intlist(2, false, kind)
-        / wm2.sum_dim_intlist(2, false, kind).clamp_min(1.0);
+    let w2r = want_w2r.then(|| {
+        let rm = region_mask.to_kind(kind).unsqueeze(1).unsqueeze(-1); // [Bv,1,N,1]
+        let b = refine(&logits, &rm, 2, opts);
+        let per_word = (&b * &c).sum_dim_intlist(2, false, kind); // [Bv,Bt,L]
+        let wm2 = word_mask.to_kind(kind).unsqueeze(0); // [1,Bt,L]
+        (per_word * &wm2).sum_dim_intlist(2, false, kind)
+            / wm2.sum_dim_intlist(2, false, kind).clamp_min(1.0)
+    });
     (r2w, w2r)
 }
 
@@ -164,6 +183,85 @@ pub fn losses(e: &Embeddings, temperature: f64, rwa: Option<(RwaOptions, f64)>) 
                 .transpose(0, 1)
                 .log_softmax(-1, sim_kind)
                 .nll_loss(&target);
+            (Some(v2t), Some(t2v))
+        }
+        None => (None, None),
+    };
+    LossTerms {
+        global_v2t,
+        global_t2v,
+        local_v2t,
+        local_t2v,
+    }
+}
+
+/// Sum over rows `offset..offset + n` of `-log softmax(logits / t)[i, offset + i]` (the row's
+/// positive is its own index in the global batch), divided by `global`.
+fn row_nll(logits: &Tensor, t: f64, offset: i64, global: i64) -> Tensor {
+    let n = logits.size()[0];
+    let target = Tensor::arange_start(offset, offset + n, (Kind::Int64, logits.device()));
+    let logp = (logits / t).log_softmax(-1, logits.kind());
+    -logp
+        .gather(1, &target.unsqueeze(1), false)
+        .sum(logits.kind())
+        / global as f64
+}
+
+/// One data-parallel rank's share of [`losses`]: `all` is the gathered global batch, rows
+/// `offset..offset + n` are this rank's samples. Each term covers only this rank's rows (its
+/// videos against all texts, its texts against all videos) and is divided by the global batch
+/// size, so the terms summed over ranks equal `losses(all, ..)` and the gradient of the sum
+/// with respect to `all` is the sum of the ranks' gradients.
+pub fn losses_shard(
+    all: &Embeddings,
+    offset: i64,
+    n: i64,
+    temperature: f64,
+    rwa: Option<(RwaOptions, f64)>,
+) -> LossTerms {
+    let global = all.video.size()[0];
+    let video = all.video.narrow(0, offset, n);
+    let text = all.text.narrow(0, offset, n);
+    let global_v2t = row_nll(
+        &global_similarity(&video, &all.text),
+        temperature,
+        offset,
+        global,
+    );
+    // Rows of the transposed similarity: this rank's texts against all videos.
+    let global_t2v = row_nll(
+        &global_similarity(&text, &all.video),
+        temperature,
+        offset,
+        global,
+    );
+    let (local_v2t, local_t2v) = match rwa {
+        Some((opts, local_t)) => {
+            let (r2w, _) = rwa_directions(
+                &all.regions.narrow(0, offset, n),
+                &all.region_mask.narrow(0, offset, n),
+                &all.words,
+                &all.word_mask,
+                opts,
+                true,
+                false,
+            );
+            let (_, w2r) = rwa_directions(
+                &all.regions,
+                &all.region_mask,
+                &all.words.narrow(0, offset, n),
+                &all.word_mask.narrow(0, offset, n),
+                opts,
+                false,
+                true,
+            );
+            let v2t = row_nll(&r2w.expect("asked for"), local_t, offset, global);
+            let t2v = row_nll(
+                &w2r.expect("asked for").transpose(0, 1),
+                local_t,
+                offset,
+                global,
+            );
             (Some(v2t), Some(t2v))
         }
         None => (None, None),

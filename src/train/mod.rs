@@ -4,14 +4,16 @@
 //! seeded batches read ahead by threads) → [`text`] (BERT / DistilBERT from HF files, tokenizer)
 //! and [`video`] (region tokens + ViT) joined in [`model`] → [`loss`] (global InfoNCE + RWA,
 //! retrieval metrics) → [`optim`] (AdamW, schedule, clipping) → [`trainer`] (the loop) with
-//! [`checkpoint`] and [`eval`]; [`cli`] holds the `train`/`eval` entry points and [`synth`]
-//! generates planted-structure data for tests and demos.
+//! [`checkpoint`] and [`eval`], data-parallel over several processes with [`dist`] (c10d);
+//! [`cli`] holds the `train`/`eval` entry points and [`synth`] generates planted-structure data
+//! for tests and demos.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod layers;
 pub mod loss;

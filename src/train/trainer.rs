@@ -13,6 +13,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::train::checkpoint::{self, CheckpointParts, TrainState};
 use crate::train::config::{FrameSampling, TrainConfig};
 use crate::train::data::{epoch_order, BatchSpec, Loader, Mixture, RegionSource};
+use crate::train::dist::{self, Dist};
 use crate::train::eval;
 use crate::train::layers::Ctx;
 use crate::train::loss::{self, RetrievalMetrics, RwaOptions};
@@ -133,6 +134,8 @@ pub struct Trainer {
     state: TrainState,
     steps_per_epoch: u64,
     total_steps: u64,
+    /// Data-parallel group when launched by torchrun / SLURM with several processes.
+    dist: Option<Dist>,
 }
 
 impl Trainer {
@@ -144,7 +147,15 @@ impl Trainer {
         eval_source: Option<Arc<dyn RegionSource>>,
         opts: &RunOptions,
     ) -> Result<Self> {
-        let device = device_from_str(&cfg.device)?;
+        let launch = dist::Launch::from_env()?;
+        let device = match &launch {
+            Some(l) => dist::rank_device(&cfg.device, l)?,
+            None => device_from_str(&cfg.device)?,
+        };
+        // Join first, so a bad launch fails before data and model are loaded.
+        let dist = launch
+            .map(|l| Dist::join(l, device, cfg.data.batch_size))
+            .transpose()?;
         let sources = match sources {
             Some(s) => s,
             None => cfg
@@ -248,10 +259,24 @@ impl Trainer {
             state,
             steps_per_epoch,
             total_steps,
+            dist,
         };
         let last = t.cfg.output_dir.join("last");
         if opts.resume && last.join(checkpoint::files::STATE).exists() {
             t.resume_from(&last)?;
+        }
+        if let Some(d) = &t.dist {
+            dist::shard::broadcast_params(&d.pg, &t.vs)?;
+            if d.is_main() {
+                eprintln!(
+                    "data-parallel: {} processes ({}, {:?}), global batch {}, {} per process",
+                    d.launch.world_size,
+                    d.launch.source,
+                    d.pg.backend(),
+                    t.cfg.data.batch_size,
+                    t.cfg.data.batch_size / d.launch.world_size
+                );
+            }
         }
         Ok(t)
     }
@@ -286,7 +311,20 @@ impl Trainer {
         self.device
     }
 
+    /// Rank 0 of a data-parallel run, or a single process: the one that writes files.
+    pub fn is_main(&self) -> bool {
+        self.dist.as_ref().is_none_or(Dist::is_main)
+    }
+
+    /// Processes in the run (1 without data parallelism).
+    pub fn world_size(&self) -> usize {
+        self.dist.as_ref().map_or(1, |d| d.launch.world_size)
+    }
+
     fn save(&self, name: &str) -> Result<()> {
+        if !self.is_main() {
+            return Ok(());
+        }
         let cfg_toml = toml::to_string(&self.cfg)?;
         checkpoint::save(
             &self.cfg.output_dir.join(name),
@@ -303,12 +341,19 @@ impl Trainer {
 
     fn loader(&self, epoch: u64, start: usize) -> Loader {
         let d = &self.cfg.data;
-        let order = Arc::new(epoch_order(self.mix.len(), self.cfg.seed, epoch, d.shuffle));
+        let mut order = epoch_order(self.mix.len(), self.cfg.seed, epoch, d.shuffle);
+        let mut batch_size = d.batch_size;
+        if let Some(dd) = &self.dist {
+            // Batch i of this rank = its slice of global batch i: positions stay global.
+            let w = dd.launch.world_size;
+            order = dist::shard::rank_slice(&order, d.batch_size, dd.launch.rank, w);
+            batch_size /= w;
+        }
         Loader::new(
             self.mix.clone(),
             self.tok.clone(),
-            order,
-            d.batch_size,
+            Arc::new(order),
+            batch_size,
             false,
             start,
             BatchSpec {
@@ -356,14 +401,23 @@ impl Trainer {
 
     /// Runs until the end (or `opts.stop_after`).
     pub fn run(&mut self, opts: &RunOptions) -> Result<TrainSummary> {
-        std::fs::create_dir_all(&self.cfg.output_dir)
-            .with_context(|| format!("cannot create {}", self.cfg.output_dir.display()))?;
+        if self.is_main() {
+            std::fs::create_dir_all(&self.cfg.output_dir)
+                .with_context(|| format!("cannot create {}", self.cfg.output_dir.display()))?;
+        }
         let metrics_path = self.cfg.output_dir.join("metrics.jsonl");
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .with_context(|| format!("cannot open {}", metrics_path.display()))?;
+        // Only rank 0 logs; the other ranks compute the same global values.
+        let mut metrics: Box<dyn Write> = if self.is_main() {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&metrics_path)
+                    .with_context(|| format!("cannot open {}", metrics_path.display()))?,
+            )
+        } else {
+            Box::new(std::io::sink())
+        };
         let accum = self.cfg.optim.grad_accum;
         let mixed = if self.cfg.optim.bf16 && self.device.is_cuda() {
             Some(Kind::BFloat16)
@@ -376,7 +430,7 @@ impl Trainer {
             .loss
             .rwa
             .then_some((self.rwa_options(), self.cfg.loss.local_temperature));
-        let pb = if self.cfg.log.progress {
+        let pb = if self.cfg.log.progress && self.is_main() {
             let pb = indicatif::ProgressBar::new(self.total_steps);
             pb.set_style(
                 indicatif::ProgressStyle::with_template(
@@ -402,6 +456,13 @@ impl Trainer {
             .region_learner
             .as_ref()
             .map_or(0.0, |r| r.commitment);
+        let world = self.world_size() as u64;
+        let rank = self.dist.as_ref().map_or(0, |d| d.launch.rank as u64);
+        let spec = dist::shard::LossSpec {
+            temperature: self.cfg.loss.temperature,
+            rwa,
+            rwa_weight: self.cfg.loss.rwa_weight,
+        };
 
         while self.state.step < self.total_steps {
             let mut acc = [0f64; 6];
@@ -426,16 +487,40 @@ impl Trainer {
                 let hb = hb
                     .with_context(|| format!("reading batch {bi} of epoch {}", self.state.epoch))?;
                 self.state.next_batch = bi as u64 + 1;
-                self.state.samples += hb.b as u64;
-                samples_since += hb.b as u64;
-                // Dropout stream: a function of (seed, step, micro) so a resumed run replays it.
+                self.state.samples += hb.b as u64 * world;
+                samples_since += hb.b as u64 * world;
+                // Dropout stream: a function of (seed, step, micro, rank) so a resumed run
+                // replays it.
                 tch::manual_seed(
                     (model_ctx_seed.wrapping_mul(1_000_003)
-                        ^ (self.state.step * accum as u64 + micro as u64))
-                        as i64,
+                        ^ (self.state.step * accum as u64 + micro as u64)
+                        ^ rank.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64,
                 );
                 let batch = hb.to_device(self.device);
                 let (emb, learned) = self.model.forward_full(&batch, ctx);
+                if let Some(d) = &self.dist {
+                    let commitment = learned.as_ref().map(|l| (&l.commitment, commitment_weight));
+                    let g = dist::shard::backward_global(
+                        &d.pg,
+                        &emb,
+                        commitment,
+                        &spec,
+                        1.0 / accum as f64,
+                    )?;
+                    acc[0] += g.total;
+                    acc[1] += g.global_v2t;
+                    acc[2] += g.global_t2v;
+                    if let (Some(a), Some(b)) = (g.local_v2t, g.local_t2v) {
+                        has_local = true;
+                        acc[3] += a;
+                        acc[4] += b;
+                    }
+                    if let Some(c) = g.commitment {
+                        has_vq = true;
+                        acc[5] += c;
+                    }
+                    continue;
+                }
                 let terms = loss::losses(&emb, self.cfg.loss.temperature, rwa);
                 let mut total = terms.total(self.cfg.loss.rwa_weight);
                 if let Some(l) = &learned {
@@ -454,6 +539,9 @@ impl Trainer {
                     acc[3] += a.double_value(&[]);
                     acc[4] += b.double_value(&[]);
                 }
+            }
+            if let Some(d) = &self.dist {
+                dist::shard::all_reduce_grads(&d.pg, &self.vs)?;
             }
             let grad_norm = self.opt.clip_grad_norm(self.cfg.optim.grad_clip);
             let lr = learning_rate(
@@ -541,7 +629,11 @@ impl Trainer {
         Ok(summary)
     }
 
-    fn eval_and_log(&mut self, out: &mut std::fs::File, summary: &mut TrainSummary) -> Result<()> {
+    fn eval_and_log(&mut self, out: &mut dyn Write, summary: &mut TrainSummary) -> Result<()> {
+        // Rank 0 evaluates and picks `best`; the others wait for it at the next collective.
+        if !self.is_main() {
+            return Ok(());
+        }
         let Some(m) = self.evaluate()? else {
             return Ok(());
         };
