@@ -98,6 +98,9 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
         if !init.join(files::MODEL).exists() {
             bail!("--init {}: no {} there", init.display(), files::MODEL);
         }
+        for w in crate::train::import::init_mismatches(init, &cfg.model) {
+            eprintln!("warning: --init: {w}");
+        }
     }
     let opts = RunOptions {
         init: args.init.clone(),
@@ -134,6 +137,11 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         .with_context(|| format!("cannot read {}", cfg_path.display()))?;
     let cfg: TrainConfig = toml::from_str(&cfg_text)
         .with_context(|| format!("invalid config {}", cfg_path.display()))?;
+    if args.config.is_some() {
+        for w in crate::train::import::init_mismatches(ck, &cfg.model) {
+            eprintln!("warning: --config: {w}");
+        }
+    }
     let device = device_from_str(&args.device)?;
     let text_cfg = TextModelConfig::from_file(&ck.join(files::TEXT_CONFIG))?;
     let tok = Arc::new(TextTokenizer::from_file(

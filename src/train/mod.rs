@@ -4,8 +4,9 @@
 //! seeded batches read ahead by threads) → [`text`] (BERT / DistilBERT from HF files, tokenizer)
 //! and [`video`] (region tokens + ViT) joined in [`model`] → [`loss`] (global InfoNCE + RWA,
 //! retrieval metrics) → [`optim`] (AdamW, schedule, clipping) → [`trainer`] (the loop) with
-//! [`checkpoint`] and [`eval`]; [`cli`] holds the `train`/`eval` entry points and [`synth`]
-//! generates planted-structure data for tests and demos.
+//! [`checkpoint`] and [`eval`]; [`import`] checks a run against the weights it starts from
+//! (released DemoVLP weights, converted); [`cli`] holds the `train`/`eval` entry points and
+//! [`synth`] generates planted-structure data for tests and demos.
 
 pub mod bench;
 pub mod checkpoint;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod import;
 pub mod layers;
 pub mod loss;
 pub mod masks;
@@ -33,5 +35,7 @@ pub use trainer::device_from_str;
 mod caption_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_import;
 #[cfg(test)]
 mod tests_region_learner;
