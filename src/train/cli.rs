@@ -162,6 +162,16 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         .frames
         .or(cfg.eval.as_ref().map(|e| e.frames))
         .unwrap_or(8);
+    if frames > cfg.model.video.max_frames {
+        bail!(
+            "{frames} frames asked, but {} has temporal embeddings for {} \
+             (model.video.max_frames): pass --frames {}, or for converted DemoVLP weights \
+             convert again with --max-frames {frames} (zero rows, as the public loader adds)",
+            ck.display(),
+            cfg.model.video.max_frames,
+            cfg.model.video.max_frames
+        );
+    }
     let set = eval::encode(
         &model,
         &mix,
