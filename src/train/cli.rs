@@ -98,6 +98,9 @@ pub fn run_train(args: &TrainArgs) -> Result<()> {
         if !init.join(files::MODEL).exists() {
             bail!("--init {}: no {} there", init.display(), files::MODEL);
         }
+        for w in crate::train::import::init_mismatches(init, &cfg.model) {
+            eprintln!("warning: --init: {w}");
+        }
     }
     let opts = RunOptions {
         init: args.init.clone(),
@@ -134,6 +137,11 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         .with_context(|| format!("cannot read {}", cfg_path.display()))?;
     let cfg: TrainConfig = toml::from_str(&cfg_text)
         .with_context(|| format!("invalid config {}", cfg_path.display()))?;
+    if args.config.is_some() {
+        for w in crate::train::import::init_mismatches(ck, &cfg.model) {
+            eprintln!("warning: --config: {w}");
+        }
+    }
     let device = device_from_str(&args.device)?;
     let text_cfg = TextModelConfig::from_file(&ck.join(files::TEXT_CONFIG))?;
     let tok = Arc::new(TextTokenizer::from_file(
@@ -154,6 +162,16 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         .frames
         .or(cfg.eval.as_ref().map(|e| e.frames))
         .unwrap_or(8);
+    if frames > cfg.model.video.max_frames {
+        bail!(
+            "{frames} frames asked, but {} has temporal embeddings for {} \
+             (model.video.max_frames): pass --frames {}, or for converted DemoVLP weights \
+             convert again with --max-frames {frames} (zero rows, as the public loader adds)",
+            ck.display(),
+            cfg.model.video.max_frames,
+            cfg.model.video.max_frames
+        );
+    }
     let set = eval::encode(
         &model,
         &mix,

@@ -142,6 +142,12 @@ pub struct ModelConfig {
     /// Video tower.
     #[serde(default)]
     pub video: crate::train::video::VideoConfig,
+    /// ReLU on the text tower's last hidden state before `text_proj`. Off by default (a ReLU
+    /// discards the negative half of every DistilBERT feature before a linear map that could
+    /// learn any sign); the public DemoVLP code has one (`txt_proj = Sequential(ReLU, Linear)`),
+    /// so its released weights expect `true`.
+    #[serde(default)]
+    pub text_proj_relu: bool,
 }
 
 fn default_embed() -> usize {
@@ -154,6 +160,7 @@ impl Default for ModelConfig {
             embed_dim: 256,
             text: TextConfig::default(),
             video: Default::default(),
+            text_proj_relu: false,
         }
     }
 }

@@ -5,8 +5,9 @@
 //! and [`video`] (region tokens + ViT) joined in [`model`] → [`loss`] (global InfoNCE + RWA,
 //! retrieval metrics) → [`optim`] (AdamW, schedule, clipping) → [`trainer`] (the loop) with
 //! [`checkpoint`] and [`eval`], data-parallel over several processes with [`dist`] (c10d);
-//! [`cli`] holds the `train`/`eval` entry points and [`synth`] generates planted-structure data
-//! for tests and demos.
+//! [`import`] checks a run against the weights it starts from (released DemoVLP weights,
+//! converted); [`cli`] holds the `train`/`eval` entry points and [`synth`] generates
+//! planted-structure data for tests and demos.
 
 pub mod bench;
 pub mod checkpoint;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod data;
 pub mod dist;
 pub mod eval;
+pub mod import;
 pub mod layers;
 pub mod loss;
 pub mod masks;
@@ -35,5 +37,7 @@ pub use trainer::device_from_str;
 mod caption_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_import;
 #[cfg(test)]
 mod tests_region_learner;

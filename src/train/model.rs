@@ -37,6 +37,7 @@ pub struct DemoVlp {
     pub text: TextEncoder,
     video_proj: nn::Linear,
     text_proj: nn::Linear,
+    text_proj_relu: bool,
     /// Text config (HF).
     pub text_config: TextModelConfig,
 }
@@ -51,6 +52,7 @@ impl DemoVlp {
             text: TextEncoder::new(&root / "text", text_config),
             video_proj: layers::linear(&root / "video_proj", cfg.video.hidden_size, e),
             text_proj: layers::linear(&root / "text_proj", text_config.hidden_size(), e),
+            text_proj_relu: cfg.text_proj_relu,
             text_config: text_config.clone(),
         }
     }
@@ -78,6 +80,7 @@ impl DemoVlp {
     /// Encodes texts: `(sentence [B,E], words [B,L,E], word_mask [B,L])`, normalized, f32.
     pub fn encode_text(&self, b: &TensorBatch, ctx: Ctx) -> (Tensor, Tensor, Tensor) {
         let h = self.text.forward(&b.ids, &b.attention_mask, ctx);
+        let h = if self.text_proj_relu { h.relu() } else { h };
         let p = layers::apply_linear(&self.text_proj, &h, ctx).to_kind(Kind::Float);
         let p = normalize(&p);
         (p.select(1, 0), p, b.word_mask.shallow_clone())

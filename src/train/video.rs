@@ -12,6 +12,10 @@
 //! no location); without it each frame is one token, the mean of its patches (the mean-pooled
 //! baseline).
 //!
+//! `region_token_layernorm` and `final_layernorm` (both on by default) switch off the two
+//! LayerNorms the public DemoVLP code lacks, so its released weights (converted by
+//! `detector/convert_demovlp.py`) reproduce its embeddings.
+//!
 //! Attention: padded regions are never attended to; with `frame_attention` a region token sees
 //! only [CLS] and the regions of its own frame, while [CLS] sees everything (as the public
 //! DemoVLP code does).
@@ -79,6 +83,18 @@ pub struct VideoConfig {
     /// Optional timm ViT safetensors to initialize the transformer from.
     #[serde(default)]
     pub init_vit: Option<PathBuf>,
+    /// LayerNorm (`embed_norm`) over the input tokens ([CLS] and regions) before the first
+    /// block. On by default: a ViT block sees LayerNorm'd inputs anyway, but the residual
+    /// stream starts from the raw sum feature + location + temporal, whose scale depends on
+    /// the detector's feature statistics. The public DemoVLP code has none (`false` to match
+    /// its released weights; the variables stay in the checkpoint either way).
+    #[serde(default = "yes")]
+    pub region_token_layernorm: bool,
+    /// Final LayerNorm (`norm`) after the last block. On by default, as every pre-norm ViT
+    /// (and the paper's description) has it; the public DemoVLP code builds `norm` (it holds
+    /// the ViT-B/16 values) but never applies it, so its released weights expect `false`.
+    #[serde(default = "yes")]
+    pub final_layernorm: bool,
 }
 
 fn d2048() -> i64 {
@@ -326,11 +342,12 @@ impl VideoEncoder {
         let k = x.size()[2];
         let x = x.view([b, f * k, d]);
         let x = Tensor::cat(&[self.cls_token.expand([b, 1, d], false), x], 1);
-        let mut x = layers::dropout(
-            &layers::apply_ln(&self.embed_norm, &x),
-            self.config.dropout,
-            ctx,
-        );
+        let x = if self.config.region_token_layernorm {
+            layers::apply_ln(&self.embed_norm, &x)
+        } else {
+            x
+        };
+        let mut x = layers::dropout(&x, self.config.dropout, ctx);
 
         // Attention mask [B, 1, T, T], T = 1 + F*K.
         let rmask = region_mask.view([b, f * k]).gt(0.5);
@@ -360,7 +377,11 @@ impl VideoEncoder {
         for blk in &self.blocks {
             x = blk.forward(&x, &mask, ctx);
         }
-        let x = layers::apply_ln(&self.norm, &x);
+        let x = if self.config.final_layernorm {
+            layers::apply_ln(&self.norm, &x)
+        } else {
+            x
+        };
         VideoOutput {
             cls: x.select(1, 0),
             regions: x.narrow(1, 1, f * k),
