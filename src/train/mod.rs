@@ -4,26 +4,33 @@
 //! seeded batches read ahead by threads) → [`text`] (BERT / DistilBERT from HF files, tokenizer)
 //! and [`video`] (region tokens + ViT) joined in [`model`] → [`loss`] (global InfoNCE + RWA,
 //! retrieval metrics) → [`optim`] (AdamW, schedule, clipping) → [`trainer`] (the loop) with
-//! [`checkpoint`] and [`eval`]; [`cli`] holds the `train`/`eval` entry points and [`synth`]
-//! generates planted-structure data for tests and demos.
+//! [`checkpoint`] and [`eval`], metrics in [`runlog`] (JSONL + [`tfevents`]), the memory check
+//! in [`memory`] (with [`cudart`]) and device warnings in [`device_notes`]; [`cli`] holds the
+//! `train`/`eval` entry points and [`synth`] generates planted-structure data for tests and
+//! demos.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod cudart;
 pub mod data;
+pub mod device_notes;
 pub mod eval;
 pub mod layers;
 pub mod loss;
 pub mod masks;
+pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod region_learner;
 pub mod retrieval;
+pub mod runlog;
 pub mod search;
 pub mod shards;
 pub mod synth;
 pub mod text;
+pub mod tfevents;
 pub mod trainer;
 pub mod video;
 
@@ -35,3 +42,5 @@ mod caption_tests;
 mod tests;
 #[cfg(test)]
 mod tests_region_learner;
+#[cfg(test)]
+mod tests_run;
