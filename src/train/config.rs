@@ -35,6 +35,9 @@ pub struct TrainConfig {
     /// Logging and checkpoint cadence.
     #[serde(default)]
     pub log: LogConfig,
+    /// The memory check at start (estimate vs. free device memory).
+    #[serde(default)]
+    pub memory: MemoryConfig,
 }
 
 fn default_device() -> String {
@@ -356,9 +359,15 @@ pub struct EvalConfig {
     /// Batch size for encoding.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Evaluate every N epochs (and at the end).
+    /// Evaluate every N epochs (0: not at epoch ends). Evaluation also runs at the end.
     #[serde(default = "one")]
     pub every_epochs: usize,
+    /// Evaluate every N optimizer steps (0: off), alongside `every_epochs`.
+    #[serde(default)]
+    pub every_steps: u64,
+    /// The score that picks the `best` checkpoint.
+    #[serde(default)]
+    pub metric: BestMetric,
     /// Add the RWA similarity to the global one.
     #[serde(default = "yes")]
     pub use_local: bool,
@@ -368,6 +377,44 @@ fn eight() -> usize {
     8
 }
 
+/// The evaluation score that selects the `best` checkpoint (higher is better).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BestMetric {
+    /// Text→video R@1 + R@5 + R@10 (the benchmark sum DemoVLP reports).
+    #[default]
+    T2vRsum,
+    /// R@1 + R@5 + R@10 of both directions.
+    Rsum,
+    /// Text→video R@1.
+    T2vR1,
+    /// Video→text R@1.
+    V2tR1,
+}
+
+impl BestMetric {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            BestMetric::T2vRsum => "t2v_rsum",
+            BestMetric::Rsum => "rsum",
+            BestMetric::T2vR1 => "t2v_r1",
+            BestMetric::V2tR1 => "v2t_r1",
+        }
+    }
+
+    /// The score of an evaluation.
+    pub fn score(self, m: &crate::train::loss::RetrievalMetrics) -> f64 {
+        let sum = |r: &crate::train::loss::Recall| r.r1 + r.r5 + r.r10;
+        match self {
+            BestMetric::T2vRsum => sum(&m.t2v),
+            BestMetric::Rsum => sum(&m.t2v) + sum(&m.v2t),
+            BestMetric::T2vR1 => m.t2v.r1,
+            BestMetric::V2tR1 => m.v2t.r1,
+        }
+    }
+}
+
 /// Logging and checkpoint cadence.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -375,9 +422,17 @@ pub struct LogConfig {
     /// Write a metrics line every N optimizer steps.
     #[serde(default = "ten")]
     pub every_steps: u64,
-    /// Save `last` every N optimizer steps (0: only at epoch ends and at the end).
+    /// Save a checkpoint every N optimizer steps (0: only at epoch ends and at the end): `last`,
+    /// and with `keep_last` > 0 also `step-N`.
     #[serde(default)]
     pub save_every_steps: u64,
+    /// Keep the newest k step checkpoints `step-N` (older ones are deleted; `best` and `last`
+    /// always stay). 0: no step checkpoints, `last` is overwritten.
+    #[serde(default)]
+    pub keep_last: usize,
+    /// Also write the metrics as TensorBoard event files (`events.out.tfevents.*`).
+    #[serde(default = "yes")]
+    pub tensorboard: bool,
     /// Show a progress bar.
     #[serde(default = "yes")]
     pub progress: bool,
@@ -392,9 +447,37 @@ impl Default for LogConfig {
         Self {
             every_steps: 10,
             save_every_steps: 0,
+            keep_last: 0,
+            tensorboard: true,
             progress: true,
         }
     }
+}
+
+/// What to do when the memory estimate exceeds the device's free memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryCheck {
+    /// Stop before training, with the estimate and what to change.
+    #[default]
+    Refuse,
+    /// Print the same message as a warning and train anyway.
+    Warn,
+    /// Print the estimate only.
+    Off,
+}
+
+/// The memory check at start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// `refuse` (default), `warn` or `off`.
+    #[serde(default)]
+    pub check: MemoryCheck,
+    /// Compare with this many GiB instead of the free memory the device reports (a share of a
+    /// GPU, or a node whose free memory is misleading).
+    #[serde(default)]
+    pub limit_gib: Option<f64>,
 }
 
 impl TrainConfig {
@@ -488,6 +571,18 @@ impl TrainConfig {
             }
             if e.frames > self.model.video.max_frames {
                 bail!("eval.frames > model.video.max_frames");
+            }
+        }
+        if self.log.keep_last > 0 && self.log.save_every_steps == 0 {
+            bail!(
+                "log.keep_last = {} keeps step checkpoints, but log.save_every_steps = 0 writes \
+                 none: set log.save_every_steps (e.g. 2000)",
+                self.log.keep_last
+            );
+        }
+        if let Some(g) = self.memory.limit_gib {
+            if g.is_nan() || g <= 0.0 {
+                bail!("memory.limit_gib must be > 0");
             }
         }
         crate::train::device_from_str(&self.device)?;

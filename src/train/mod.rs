@@ -5,29 +5,36 @@
 //! and [`video`] (region tokens + ViT) joined in [`model`] → [`loss`] (global InfoNCE + RWA,
 //! retrieval metrics) → [`optim`] (AdamW, schedule, clipping) → [`trainer`] (the loop) with
 //! [`checkpoint`] and [`eval`], data-parallel over several processes with [`dist`] (c10d);
-//! [`import`] checks a run against the weights it starts from (released DemoVLP weights,
-//! converted); [`cli`] holds the `train`/`eval` entry points and [`synth`] generates
-//! planted-structure data for tests and demos.
+//! metrics in [`runlog`] (JSONL + [`tfevents`]), the memory check in [`memory`] (with
+//! [`cudart`]) and device warnings in [`device_notes`]; [`import`] checks a run against the
+//! weights it starts from (released DemoVLP weights, converted); [`cli`] holds the
+//! `train`/`eval` entry points and [`synth`] generates planted-structure data for tests and
+//! demos.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod cudart;
 pub mod data;
+pub mod device_notes;
 pub mod dist;
 pub mod eval;
 pub mod import;
 pub mod layers;
 pub mod loss;
 pub mod masks;
+pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod region_learner;
 pub mod retrieval;
+pub mod runlog;
 pub mod search;
 pub mod shards;
 pub mod synth;
 pub mod text;
+pub mod tfevents;
 pub mod trainer;
 pub mod video;
 
@@ -41,3 +48,5 @@ mod tests;
 mod tests_import;
 #[cfg(test)]
 mod tests_region_learner;
+#[cfg(test)]
+mod tests_run;

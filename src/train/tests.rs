@@ -693,6 +693,8 @@ pub(super) fn planted_run(
         frames: train.frames,
         batch_size: 64,
         every_epochs: 1000,
+        every_steps: 0,
+        metric: Default::default(),
         use_local,
     });
     let t = Trainer::new(

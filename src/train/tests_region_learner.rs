@@ -231,6 +231,8 @@ fn grid_run(
         frames: 1,
         batch_size: 64,
         every_epochs: 1000,
+        every_steps: 0,
+        metric: Default::default(),
         use_local: true,
     });
     let test: Arc<dyn RegionSource> = Arc::new(test.clone());

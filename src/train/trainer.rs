@@ -1,8 +1,10 @@
 //! The training loop: micro-batches from the [`Loader`], forward both towers, global + RWA
 //! losses, backward, gradient accumulation, clipping, AdamW with the schedule, metrics JSONL,
-//! progress bar, checkpoints (`last`, `best`) and optional evaluation.
+//! progress bar, checkpoints (`last`, `best`, `step-N`) and optional evaluation.
+//!
+//! Everything the run writes goes through [`Trainer::save`] (checkpoints) and [`RunLog`]
+//! (metrics), so a multi-process run can let one process write.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,9 +18,10 @@ use crate::train::data::{epoch_order, BatchSpec, Loader, Mixture, RegionSource};
 use crate::train::dist::{self, Dist};
 use crate::train::eval;
 use crate::train::layers::Ctx;
-use crate::train::loss::{self, RetrievalMetrics, RwaOptions};
+use crate::train::loss::{self, Recall, RetrievalMetrics, RwaOptions};
 use crate::train::model::{self, DemoVlp};
 use crate::train::optim::{learning_rate, AdamW};
+use crate::train::runlog::RunLog;
 use crate::train::text::{TextModelConfig, TextTokenizer};
 
 /// How a run starts and stops (beyond the config).
@@ -40,6 +43,8 @@ pub struct StepLog {
     pub step: u64,
     /// Epoch.
     pub epoch: u64,
+    /// Samples consumed so far (all micro-batches).
+    pub samples: u64,
     /// Learning rate used.
     pub lr: f64,
     /// Total loss (mean over micro-batches).
@@ -70,6 +75,27 @@ pub struct StepLog {
     pub warning: Option<String>,
 }
 
+/// One evaluation on the validation set (a `kind = "eval"` record of `metrics.jsonl`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalLog {
+    /// Optimizer steps done when evaluated.
+    pub step: u64,
+    /// Epoch.
+    pub epoch: u64,
+    /// Samples consumed so far.
+    pub samples: u64,
+    /// Text→video retrieval.
+    pub t2v: Recall,
+    /// Video→text retrieval.
+    pub v2t: Recall,
+    /// `eval.metric`, the score that selects `best`.
+    pub metric: &'static str,
+    /// Its value.
+    pub score: f64,
+    /// This evaluation is the best so far (and was saved as `best`).
+    pub best: bool,
+}
+
 /// Below this fraction of codes in use, the log warns of codebook collapse.
 pub const CODEBOOK_COLLAPSE_FRACTION: f64 = 0.1;
 
@@ -80,6 +106,8 @@ pub struct TrainSummary {
     pub steps: Vec<StepLog>,
     /// Last evaluation.
     pub eval: Option<RetrievalMetrics>,
+    /// Every evaluation of this run, in order.
+    pub evals: Vec<EvalLog>,
     /// Final state.
     pub state: TrainState,
 }
@@ -95,8 +123,24 @@ pub fn device_from_str(s: &str) -> Result<Device> {
             }
             Device::Cuda(0)
         }
-        s => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Device::Cuda(n),
+        s => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) => {
+                let count = tch::Cuda::device_count().max(0) as usize;
+                if n >= count {
+                    bail!(
+                        "device = \"{s}\" but libtorch sees {count} CUDA device(s){}",
+                        if count == 0 {
+                            " (build with --features cuda?)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                Device::Cuda(n)
+            }
             None => bail!("unknown device {s:?} (auto, cpu, cuda, cuda:N)"),
         },
     })
@@ -136,6 +180,8 @@ pub struct Trainer {
     total_steps: u64,
     /// Data-parallel group when launched by torchrun / SLURM with several processes.
     dist: Option<Dist>,
+    /// Step of the last evaluation of this process (no second one at the same step).
+    last_eval: Option<u64>,
 }
 
 impl Trainer {
@@ -152,10 +198,15 @@ impl Trainer {
             Some(l) => dist::rank_device(&cfg.device, l)?,
             None => device_from_str(&cfg.device)?,
         };
+        for w in crate::train::device_notes::warnings(&cfg, device) {
+            eprintln!("warning: {w}");
+        }
         // Join first, so a bad launch fails before data and model are loaded.
         let dist = launch
             .map(|l| Dist::join(l, device, cfg.data.batch_size))
             .transpose()?;
+        // Before the model takes its share of the device.
+        let free = crate::train::memory::available(device);
         let sources = match sources {
             Some(s) => s,
             None => cfg
@@ -227,6 +278,9 @@ impl Trainer {
                 missing.len()
             );
         }
+        let workload = crate::train::memory::Workload::of(&cfg, mix.max_boxes(), device);
+        let est = crate::train::memory::estimate(&cfg, &text_cfg, &vs, &workload);
+        crate::train::memory::check(&cfg, &text_cfg, &est, &workload, device, free)?;
         let opt = AdamW::new(&vs, &cfg.optim);
         let micro_per_epoch = (mix.len() / cfg.data.batch_size) as u64;
         if micro_per_epoch == 0 {
@@ -260,10 +314,11 @@ impl Trainer {
             steps_per_epoch,
             total_steps,
             dist,
+            last_eval: None,
         };
         let last = t.cfg.output_dir.join("last");
-        if opts.resume && last.join(checkpoint::files::STATE).exists() {
-            t.resume_from(&last)?;
+        if let Some(dir) = checkpoint::resolve(&last).filter(|_| opts.resume) {
+            t.resume_from(&dir)?;
         }
         if let Some(d) = &t.dist {
             dist::shard::broadcast_params(&d.pg, &t.vs)?;
@@ -288,6 +343,17 @@ impl Trainer {
             .load(&dir.join(checkpoint::files::OPTIM), state.step)?;
         eprintln!("resumed from {} at step {}", dir.display(), state.step);
         self.state = state;
+        if let Some(e) = &self.cfg.eval {
+            let was = self.state.best_metric.as_deref().unwrap_or("t2v_rsum");
+            if self.state.best_score.is_some() && was != e.metric.name() {
+                eprintln!(
+                    "warning: `best` was chosen by {was}, eval.metric is now {}: the next \
+                     evaluation starts a new best",
+                    e.metric.name()
+                );
+                self.state.best_score = None;
+            }
+        }
         Ok(())
     }
 
@@ -321,6 +387,7 @@ impl Trainer {
         self.dist.as_ref().map_or(1, |d| d.launch.world_size)
     }
 
+    /// Writes checkpoint `<output_dir>/<name>` (the one function that writes checkpoints).
     fn save(&self, name: &str) -> Result<()> {
         if !self.is_main() {
             return Ok(());
@@ -337,6 +404,28 @@ impl Trainer {
                 tokenizer: &self.tokenizer_path,
             },
         )
+    }
+
+    /// The periodic checkpoint: `step-N` (pruned to the newest `log.keep_last`) with `last` as
+    /// a hard-linked copy of it, or just `last` when `keep_last` is 0.
+    fn save_periodic(&self) -> Result<()> {
+        let keep = self.cfg.log.keep_last;
+        if keep == 0 {
+            return self.save("last");
+        }
+        let name = checkpoint::step_name(self.state.step);
+        self.save(&name)?;
+        let out = &self.cfg.output_dir;
+        checkpoint::link_copy(&out.join(&name), &out.join("last"))?;
+        checkpoint::prune_steps(out, keep)?;
+        Ok(())
+    }
+
+    /// Opens the metrics outputs (`metrics.jsonl`, TensorBoard events).
+    fn open_log(&self) -> Result<RunLog> {
+        std::fs::create_dir_all(&self.cfg.output_dir)
+            .with_context(|| format!("cannot create {}", self.cfg.output_dir.display()))?;
+        RunLog::open(&self.cfg.output_dir, self.cfg.log.tensorboard)
     }
 
     fn loader(&self, epoch: u64, start: usize) -> Loader {
@@ -401,22 +490,11 @@ impl Trainer {
 
     /// Runs until the end (or `opts.stop_after`).
     pub fn run(&mut self, opts: &RunOptions) -> Result<TrainSummary> {
-        if self.is_main() {
-            std::fs::create_dir_all(&self.cfg.output_dir)
-                .with_context(|| format!("cannot create {}", self.cfg.output_dir.display()))?;
-        }
-        let metrics_path = self.cfg.output_dir.join("metrics.jsonl");
-        // Only rank 0 logs; the other ranks compute the same global values.
-        let mut metrics: Box<dyn Write> = if self.is_main() {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&metrics_path)
-                    .with_context(|| format!("cannot open {}", metrics_path.display()))?,
-            )
+        let mut metrics = if self.is_main() {
+            self.open_log()?
         } else {
-            Box::new(std::io::sink())
+            // Only rank 0 logs; the other ranks compute the same global values.
+            RunLog::disabled()
         };
         let accum = self.cfg.optim.grad_accum;
         let mixed = if self.cfg.optim.bf16 && self.device.is_cuda() {
@@ -447,7 +525,8 @@ impl Trainer {
         let mut loader = self.loader(self.state.epoch, self.state.next_batch as usize);
         let mut t_log = Instant::now();
         let mut samples_since = 0u64;
-        let eval_every = self.cfg.eval.as_ref().map(|e| e.every_epochs.max(1) as u64);
+        let eval_epochs = self.cfg.eval.as_ref().map_or(0, |e| e.every_epochs as u64);
+        let eval_steps = self.cfg.eval.as_ref().map_or(0, |e| e.every_steps);
         let model_ctx_seed = self.cfg.seed;
         let commitment_weight = self
             .cfg
@@ -468,6 +547,7 @@ impl Trainer {
             let mut acc = [0f64; 6];
             let mut has_vq = false;
             let mut has_local = false;
+            let mut epoch_ended = false;
             for micro in 0..accum {
                 let (bi, hb) = match loader.next() {
                     Some(x) => x,
@@ -476,10 +556,9 @@ impl Trainer {
                         self.state.epoch += 1;
                         self.state.next_batch = 0;
                         loader = self.loader(self.state.epoch, 0);
-                        if let Some(n) = eval_every {
-                            if self.state.epoch.is_multiple_of(n) {
-                                self.eval_and_log(&mut metrics, &mut summary)?;
-                            }
+                        epoch_ended = true;
+                        if eval_epochs > 0 && self.state.epoch.is_multiple_of(eval_epochs) {
+                            self.eval_and_log(&mut metrics, &mut summary)?;
                         }
                         loader.next().context("an epoch yielded no batch")?
                     }
@@ -558,6 +637,7 @@ impl Trainer {
             let mut log = StepLog {
                 step: self.state.step,
                 epoch: self.state.epoch,
+                samples: self.state.samples,
                 lr,
                 loss: acc[0] / k,
                 global_v2t: acc[1] / k,
@@ -604,14 +684,17 @@ impl Trainer {
                     "loss {:.4} lr {:.2e} {:.1} samples/s{codes}",
                     log.loss, lr, log.samples_per_s
                 ));
-                writeln!(metrics, "{}", serde_json::to_string(&log)?)?;
+                metrics.write("train", &log)?;
                 t_log = Instant::now();
                 samples_since = 0;
             }
             summary.steps.push(log);
+            if eval_steps > 0 && self.state.step.is_multiple_of(eval_steps) {
+                self.eval_and_log(&mut metrics, &mut summary)?;
+            }
             let s = self.cfg.log.save_every_steps;
-            if s > 0 && self.state.step.is_multiple_of(s) {
-                self.save("last")?;
+            if epoch_ended || (s > 0 && self.state.step.is_multiple_of(s)) {
+                self.save_periodic()?;
             }
             if opts.stop_after.is_some_and(|n| self.state.step >= n) {
                 self.save("last")?;
@@ -621,33 +704,59 @@ impl Trainer {
             }
         }
         pb.finish_and_clear();
-        if self.eval_mix.is_some() {
-            self.eval_and_log(&mut metrics, &mut summary)?;
-        }
-        self.save("last")?;
+        self.eval_and_log(&mut metrics, &mut summary)?;
+        self.save_periodic()?;
         summary.state = self.state.clone();
         Ok(summary)
     }
 
-    fn eval_and_log(&mut self, out: &mut dyn Write, summary: &mut TrainSummary) -> Result<()> {
-        // Rank 0 evaluates and picks `best`; the others wait for it at the next collective.
-        if !self.is_main() {
+    /// Evaluates on the validation set (if any, and not already at this step), logs an `eval`
+    /// record, and saves `best` when `eval.metric` improved. Rank 0 alone evaluates and picks
+    /// `best`; the other ranks wait for it at the next collective.
+    fn eval_and_log(&mut self, out: &mut RunLog, summary: &mut TrainSummary) -> Result<()> {
+        if !self.is_main() || self.last_eval == Some(self.state.step) {
             return Ok(());
         }
+        let Some(metric) = self.cfg.eval.as_ref().map(|e| e.metric) else {
+            return Ok(());
+        };
         let Some(m) = self.evaluate()? else {
             return Ok(());
         };
-        let score = m.t2v.r1 + m.t2v.r5 + m.t2v.r10;
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({"step": self.state.step, "epoch": self.state.epoch, "eval": m})
-        )?;
-        if self.state.best_score.is_none_or(|b| score > b) {
+        self.last_eval = Some(self.state.step);
+        let score = metric.score(&m);
+        let best = self.state.best_score.is_none_or(|b| score > b);
+        if best {
             self.state.best_score = Some(score);
+            self.state.best_metric = Some(metric.name().into());
+            self.state.best_step = Some(self.state.step);
+        }
+        let rec = EvalLog {
+            step: self.state.step,
+            epoch: self.state.epoch,
+            samples: self.state.samples,
+            t2v: m.t2v,
+            v2t: m.v2t,
+            metric: metric.name(),
+            score,
+            best,
+        };
+        out.write("eval", &rec)?;
+        eprintln!(
+            "eval at step {}: t2v R@1 {:.3} R@5 {:.3} R@10 {:.3}, {} {:.3}{}",
+            rec.step,
+            m.t2v.r1,
+            m.t2v.r5,
+            m.t2v.r10,
+            rec.metric,
+            score,
+            if best { " (best)" } else { "" }
+        );
+        if best {
             self.save("best")?;
         }
         summary.eval = Some(m);
+        summary.evals.push(rec);
         Ok(())
     }
 }
