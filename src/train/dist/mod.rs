@@ -75,7 +75,7 @@ impl Dist {
     /// Joins the run described by `launch` on `device`; checks that the global batch splits
     /// evenly over the ranks.
     pub fn join(launch: Launch, device: Device, global_batch: usize) -> Result<Self> {
-        if global_batch % launch.world_size != 0 || global_batch / launch.world_size == 0 {
+        if !global_batch.is_multiple_of(launch.world_size) || global_batch < launch.world_size {
             bail!(
                 "data.batch_size = {global_batch} is the global batch and must be a multiple of \
                  WORLD_SIZE = {}: each of the {} processes reads batch_size / WORLD_SIZE items \
