@@ -452,13 +452,12 @@ fn check_draw(dir: &Path, search: &dyn Fn(&[&str]) -> Output) {
         std::fs::write(&report, &o.stdout).unwrap();
         let r = json(&o);
         let tiles: serde_json::Value = serde_json::from_str(
-            &run_python(&[
+            run_python(&[
                 path_str(&repo().join("tests/py/sheet_tiles.py")),
                 path_str(&sheet),
                 path_str(&report),
             ])
-            .trim()
-            .to_string(),
+            .trim(),
         )
         .unwrap();
         (o, r, tiles)
