@@ -4,6 +4,7 @@
 //! `search` finding planted items, and refusing bad input.
 
 use std::path::Path;
+use std::process::Output;
 
 use crate::util::{ffmpeg, path_str, regionfeat, repo, run_python, stderr, tempdir};
 
@@ -240,6 +241,10 @@ fn msrvtt_extract_train_eval_embed_search() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
 
+    check_by_id(&index, &search);
+    check_rerank(dir.path(), &ck, &index, &search);
+    check_draw(dir.path(), &search);
+
     // Bad input.
     let o = search(&["   "]);
     assert!(!o.status.success());
@@ -289,4 +294,226 @@ fn msrvtt_extract_train_eval_embed_search() {
     ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("another checkpoint"), "{}", stderr(&o));
+}
+
+/// Queries by item id, against numpy on the index's own rows: video → video (`--like`) and
+/// video → text (`--like --to texts`) return numpy's top-k, with each caption's own item.
+fn check_by_id(index: &Path, search: &dyn Fn(&[&str]) -> Output) {
+    let want = run_python(&[
+        "-c",
+        "import json, sys, numpy as np\n\
+         d = sys.argv[1]\n\
+         items = [json.loads(l) for l in open(d + '/items.jsonl')]\n\
+         e = json.load(open(d + '/index.json'))['embed_dim']\n\
+         v = np.fromfile(d + '/videos.f16', '<f2').reshape(-1, e).astype(np.float64)\n\
+         t = np.fromfile(d + '/texts.f16', '<f2').reshape(-1, e).astype(np.float64)\n\
+         caps = [(it['id'], c) for it in items for c in it['captions']]\n\
+         q = v[1]\n\
+         vv = sorted(range(len(v)), key=lambda i: (-(v[i] @ q), i))\n\
+         vt = sorted(range(len(t)), key=lambda i: (-(t[i] @ q), i))[:5]\n\
+         print(json.dumps({'videos': [items[i]['id'] for i in vv],\n\
+                           'texts': [list(caps[j]) for j in vt]}))",
+        path_str(index),
+    ]);
+    let want: serde_json::Value = serde_json::from_str(want.trim()).unwrap();
+    let r = json(&search(&["--like", "video1", "--json", "-k", "4"]));
+    let ids: Vec<&str> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(serde_json::json!(ids), want["videos"], "{r}");
+    let o = search(&["--like", "video1", "--to", "texts", "--json", "-k", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(&o);
+    let got: Vec<serde_json::Value> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            assert_eq!(x["captions"].as_array().unwrap().len(), 1, "{x}");
+            serde_json::json!([x["id"], x["captions"][0]])
+        })
+        .collect();
+    assert_eq!(serde_json::json!(got), want["texts"], "{r}");
+    // --rerank is for text queries against videos only.
+    let o = search(&["--like", "video1", "--rerank", "3"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--rerank scores a text query"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `--rerank` against the evaluator: `eval --export-embeddings` encodes the whole set in its own
+/// batches, and the numpy reference (`tests/train/rerank_reference.py`, reference.py's `align`)
+/// gives global + local for every caption. Querying with each caption, the re-ranked order and
+/// scores are the reference's; for at least one caption the re-ranking changes the order that
+/// the global score alone gives.
+fn check_rerank(dir: &Path, ck: &Path, index: &Path, search: &dyn Fn(&[&str]) -> Output) {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(index.join("index.json")).unwrap()).unwrap();
+    let frames = meta["frames"].as_u64().unwrap().to_string();
+    let emb = dir.join("eval-emb.safetensors");
+    let o = regionfeat(&[
+        "eval",
+        "--checkpoint",
+        path_str(ck),
+        "--shards",
+        meta["shards"].as_str().unwrap(),
+        "--frames",
+        &frames,
+        "--device",
+        "cpu",
+        "--export-embeddings",
+        path_str(&emb),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let refp = dir.join("rerank-ref.json");
+    run_python(&[
+        path_str(&repo().join("tests/train/rerank_reference.py")),
+        path_str(&emb),
+        path_str(&ck.join("config.toml")),
+        path_str(&refp),
+    ]);
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&refp).unwrap()).unwrap();
+    let captions: Vec<&str> = CAPTIONS
+        .iter()
+        .flat_map(|(_, c)| c.iter().copied())
+        .collect();
+    assert_eq!(want.as_array().unwrap().len(), captions.len());
+    let ids = |r: &serde_json::Value| -> Vec<String> {
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut changed = vec![];
+    for (j, cap) in captions.iter().enumerate() {
+        let o = search(&[cap, "--rerank", "4", "-k", "4", "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r = json(&o);
+        let w = &want[j];
+        let order: Vec<String> = w["combined_order"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| format!("video{i}"))
+            .collect();
+        assert_eq!(ids(&r), order, "{cap:?}: regionfeat {r}\nreference {w}");
+        for x in r["results"].as_array().unwrap() {
+            let row: usize = x["id"].as_str().unwrap()[5..].parse().unwrap();
+            for (k, rk) in [
+                ("combined", "score"),
+                ("global", "global"),
+                ("local", "local"),
+            ] {
+                let (g, e) = (x[rk].as_f64().unwrap(), w[k][row].as_f64().unwrap());
+                assert!((g - e).abs() < 1e-4, "{cap:?} video{row} {k}: {g} vs {e}");
+            }
+        }
+        let plain = json(&search(&[cap, "-k", "4", "--json"]));
+        if ids(&plain) != ids(&r) {
+            changed.push(*cap);
+        }
+    }
+    eprintln!("rerank changed the order for {changed:?}");
+    assert!(
+        !changed.is_empty(),
+        "the local score never changed the global order"
+    );
+}
+
+/// `--draw`: one tile per hit, each a frame of its item (not a blank tile; the red and blue
+/// videos look red and blue), in a PNG of the reported size; a hit whose video went missing
+/// gets a placeholder tile with the reason, and the sheet is still written.
+fn check_draw(dir: &Path, search: &dyn Fn(&[&str]) -> Output) {
+    let sheet = dir.join("sheet.png");
+    let report = dir.join("sheet.json");
+    let run = |k: &str| {
+        let _ = std::fs::remove_file(&sheet);
+        let root = dir.join("videos");
+        let o = search(&[
+            "colour bars",
+            "-k",
+            k,
+            "--json",
+            "--draw",
+            path_str(&sheet),
+            "--root",
+            path_str(&root),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::write(&report, &o.stdout).unwrap();
+        let r = json(&o);
+        let tiles: serde_json::Value = serde_json::from_str(
+            run_python(&[
+                path_str(&repo().join("tests/py/sheet_tiles.py")),
+                path_str(&sheet),
+                path_str(&report),
+            ])
+            .trim(),
+        )
+        .unwrap();
+        (o, r, tiles)
+    };
+    let (_, r, tiles) = run("4");
+    let hits = r["results"].as_array().unwrap();
+    let sheet_tiles = r["sheet"]["tiles"].as_array().unwrap();
+    assert_eq!(hits.len(), 4);
+    assert_eq!(sheet_tiles.len(), 4, "{r}");
+    for ((h, t), m) in hits.iter().zip(sheet_tiles).zip(tiles.as_array().unwrap()) {
+        assert_eq!(h["id"], t["id"]);
+        assert!(t.get("missing").is_none(), "{t}");
+        assert!(
+            m["differ"].as_f64().unwrap() > 0.5,
+            "blank-looking tile {m}"
+        );
+        let med: Vec<u64> = m["median"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        match h["id"].as_str().unwrap() {
+            "video0" => assert!(med[0] > 150 && med[2] < 80, "video0 is red: {m}"),
+            "video1" => assert!(med[2] > 150 && med[0] < 80, "video1 is blue: {m}"),
+            _ => {}
+        }
+    }
+    // The blue video goes missing: its tile becomes a placeholder saying so.
+    let video = dir.join("videos/video1.mp4");
+    let moved = dir.join("videos/video1.moved");
+    std::fs::rename(&video, &moved).unwrap();
+    let (o, r, tiles) = run("4");
+    std::fs::rename(&moved, &video).unwrap();
+    let at = r["sheet"]["tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|t| t["id"] == "video1")
+        .unwrap();
+    let t = &r["sheet"]["tiles"][at];
+    assert!(t["missing"].as_str().unwrap().contains("video1.mp4"), "{t}");
+    assert!(stderr(&o).contains("placeholder tile"), "{}", stderr(&o));
+    assert_eq!(
+        tiles[at]["median"],
+        serde_json::json!([70, 30, 30]),
+        "{tiles}"
+    );
+    assert!(sheet_has_other_tiles(&r, at));
+}
+
+fn sheet_has_other_tiles(r: &serde_json::Value, missing: usize) -> bool {
+    r["sheet"]["tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .all(|(i, t)| (i == missing) == t.get("missing").is_some())
 }

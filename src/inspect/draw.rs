@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use super::font::{self, GLYPH_H};
-use super::item::{read_item, ItemDetail};
+use super::item::{read_item, BoxDetail, ItemDetail};
 use super::{locate, png};
 use crate::decode::{decode_media, DecodeOptions, RgbFrame};
 use crate::manifest::ItemKind;
@@ -336,7 +336,7 @@ pub fn grid_crop(width: u32, height: u32) -> (f64, f64, f64) {
 }
 
 /// Outlines the crop square and its `h × w` cells, 1 pixel wide.
-fn draw_grid(
+pub(super) fn draw_grid(
     c: &mut Canvas,
     item: &ItemDetail,
     [gh, gw]: [usize; 2],
@@ -355,6 +355,38 @@ fn draw_grid(
         let y = (top + hpx * j as f64 / gh as f64).round() as i64;
         let y = if j == gh { y - 1 } else { y };
         c.fill(left.round() as i64, y, wpx.round() as i64, 1, GRID_COLOUR);
+    }
+}
+
+/// Outlines `boxes` (original-frame pixels) on a frame pasted at `(ox, oy)` with scale
+/// `(sx, sy)`, each with its class name and score; worst first, so the best boxes and their
+/// labels end up on top.
+pub(super) fn draw_boxes(
+    c: &mut Canvas,
+    boxes: &[BoxDetail],
+    (ox, oy): (u32, u32),
+    (sx, sy): (f64, f64),
+) {
+    let px = |b: &[f32; 4]| {
+        let x1 = ox as i64 + (b[0] as f64 * sx).round() as i64;
+        let y1 = oy as i64 + (b[1] as f64 * sy).round() as i64;
+        let x2 = (ox as i64 + (b[2] as f64 * sx).round() as i64 - 1).max(x1);
+        let y2 = (oy as i64 + (b[3] as f64 * sy).round() as i64 - 1).max(y1);
+        (x1, y1, x2, y2)
+    };
+    for b in boxes.iter().rev() {
+        let (x1, y1, x2, y2) = px(&b.bbox);
+        let colour = class_colour(b.class);
+        c.rect(x1, y1, x2, y2, colour);
+        let text = format!("{} {:.2}", b.class_name, b.score);
+        let (tw, th) = (font::text_width(&text, 1) as i64 + 2, GLYPH_H as i64 + 2);
+        let ty = if y1 - th >= oy as i64 {
+            y1 - th
+        } else {
+            y1 + LINE
+        };
+        c.fill(x1, ty, tw, th, colour);
+        c.text(&text, x1 + 1, ty + 1, 1, readable_on(colour));
     }
 }
 
@@ -432,28 +464,7 @@ fn render(
             draw_grid(&mut c, item, hw, (ox, oy), (sx, sy));
         }
         let shown = &detail.boxes[..opts.top.unwrap_or(usize::MAX).min(detail.boxes.len())];
-        let px = |b: &[f32; 4]| {
-            let x1 = ox as i64 + (b[0] as f64 * sx).round() as i64;
-            let y1 = oy as i64 + (b[1] as f64 * sy).round() as i64;
-            let x2 = (ox as i64 + (b[2] as f64 * sx).round() as i64 - 1).max(x1);
-            let y2 = (oy as i64 + (b[3] as f64 * sy).round() as i64 - 1).max(y1);
-            (x1, y1, x2, y2)
-        };
-        // Worst first, so the best boxes and their labels end up on top.
-        for b in shown.iter().rev() {
-            let (x1, y1, x2, y2) = px(&b.bbox);
-            let colour = class_colour(b.class);
-            c.rect(x1, y1, x2, y2, colour);
-            let text = format!("{} {:.2}", b.class_name, b.score);
-            let (tw, th) = (font::text_width(&text, 1) as i64 + 2, GLYPH_H as i64 + 2);
-            let ty = if y1 - th >= oy as i64 {
-                y1 - th
-            } else {
-                y1 + LINE
-            };
-            c.fill(x1, ty, tw, th, colour);
-            c.text(&text, x1 + 1, ty + 1, 1, readable_on(colour));
-        }
+        draw_boxes(&mut c, shown, (ox, oy), (sx, sy));
         drawn.push(DrawnFrame {
             index: f,
             timestamp: detail.timestamp,

@@ -6,10 +6,12 @@
 //! - [`item_detail`]: one item frame by frame, box by box;
 //! - [`validate`]: schema conformance and value checks, each problem named by item and frame;
 //! - [`draw_item`]: a contact sheet of an item's frames (decoded again) with its boxes;
+//! - [`draw_hits`]: a contact sheet of search hits, one frame of each with its boxes;
 //! - [`draw_region_masks`]: a grid item's learned-region masks (RegionLearner checkpoint);
 //! - [`export`]: per-frame DemoVLP/MILVLG `.npz` files or bottom-up-attention TSV rows.
 
 mod draw;
+mod draw_hits;
 mod draw_masks;
 mod export;
 mod font;
@@ -27,6 +29,7 @@ use anyhow::{bail, Context};
 use crate::shard::ShardReader;
 
 pub use draw::{draw_item, DrawOptions, DrawReport, DrawnFrame};
+pub use draw_hits::{draw_hits, SheetHit, SheetReport, SheetTile};
 pub use draw_masks::{draw_item_masks, draw_region_masks, MaskFn, MaskReport, RegionMasks};
 pub use export::{export, ExportFormat, ExportSummary};
 pub use item::{item_detail, BoxDetail, FrameDetail, ItemDetail};

@@ -29,7 +29,8 @@ pub struct EncodedSet {
     pub captions: Vec<String>,
 }
 
-fn pad_cat(parts: &[Tensor], dim1: i64) -> Tensor {
+/// Concatenates `[b, n_i, …]` parts along dim 0, zero-padding dim 1 to `dim1`.
+pub(crate) fn pad_cat(parts: &[Tensor], dim1: i64) -> Tensor {
     let padded: Vec<Tensor> = parts
         .iter()
         .map(|t| {

@@ -22,11 +22,14 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use tch::{nn, Device, Kind, Tensor};
 
+use crate::inspect::{draw_hits, DrawOptions, SheetHit};
 use crate::scan::{self, Hit};
 use crate::train::checkpoint::{self, files};
 use crate::train::config::{FrameSampling, TrainConfig};
 use crate::train::data::{tokenize, BatchSpec, Loader, Mixture, RegionSource};
+use crate::train::eval::{self, EncodedSet};
 use crate::train::layers::Ctx;
+use crate::train::loss::{Embeddings, RwaOptions};
 use crate::train::model::{self, DemoVlp};
 use crate::train::shards::ShardSource;
 use crate::train::text::{TextModelConfig, TextTokenizer};
@@ -142,7 +145,17 @@ pub struct SearchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Device for the text tower.
+    /// Re-rank the best N videos (N is raised to k) by global + local region-word similarity,
+    /// scored as `eval` does: their regions are read again from the index's shards and encoded.
+    #[arg(long, value_name = "N")]
+    pub rerank: Option<usize>,
+    /// Draw a contact sheet of the hits (one frame of each, with its regions) into this PNG.
+    #[arg(long, value_name = "PNG")]
+    pub draw: Option<PathBuf>,
+    /// Folder that relative media paths in the shards are resolved against (`--draw`).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Device for the text tower (and the video tower with `--rerank`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -529,6 +542,125 @@ pub struct SearchResult {
     pub id: String,
     /// The matched caption (texts) or the item's captions (videos).
     pub captions: Vec<String>,
+    /// `--rerank`: the global cosine (f32, encoded again) that `score` = `global + local` adds up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global: Option<f32>,
+    /// `--rerank`: the local region-word similarity (mean of region→word and word→region).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<f32>,
+}
+
+/// A hit after `--rerank`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reranked {
+    /// Item row in the index.
+    pub row: usize,
+    /// The global cosine (f32).
+    pub global: f32,
+    /// The local region-word similarity.
+    pub local: f32,
+}
+
+impl Reranked {
+    /// `global + local`, as `eval` adds them with `use_local`.
+    pub fn score(&self) -> f32 {
+        self.global + self.local
+    }
+}
+
+/// Scores index items `rows` against the text `query` as `eval` does with `use_local`
+/// ([`eval::similarity`]: global cosine + mean of region→word and word→region RWA scores): the
+/// items' regions are read again from the shards the index was built from (same frames and
+/// sampling as `embed`) and encoded with the checkpoint, together with the query's words.
+/// Returns the items ordered by `global + local`, then by row.
+fn rerank(
+    l: &Loaded,
+    index: &SearchIndex,
+    query: &str,
+    rows: &[usize],
+    device: Device,
+) -> Result<Vec<Reranked>> {
+    let shards = Path::new(&index.meta.shards);
+    let src: Arc<dyn RegionSource> = Arc::new(ShardSource::open(shards).with_context(|| {
+        format!(
+            "--rerank reads the items' regions from the shards the index was built from ({})",
+            shards.display()
+        )
+    })?);
+    let mix = Arc::new(Mixture::new(vec![src], false)?);
+    ensure!(
+        mix.len() == index.items.len(),
+        "{} holds {} items, the index {}: the shards changed since `embed`; embed again",
+        shards.display(),
+        mix.len(),
+        index.items.len()
+    );
+    for &r in rows {
+        ensure!(
+            mix.item_id(r) == index.items[r].id,
+            "{}: item {r} is {:?}, the index says {:?}: the shards changed since `embed`",
+            shards.display(),
+            mix.item_id(r),
+            index.items[r].id
+        );
+    }
+    let spec = BatchSpec {
+        frames: index.meta.frames,
+        sampling: FrameSampling::Uniform,
+        seed: 0,
+        epoch: 0,
+    };
+    let loader = Loader::new(
+        mix.clone(),
+        l.tok.clone(),
+        Arc::new(rows.to_vec()),
+        64,
+        true,
+        0,
+        spec,
+        2,
+        2,
+    );
+    let c = ctx(device);
+    let (mut v, mut r, mut rm) = (vec![], vec![], vec![]);
+    let (t, w, wm) = tch::no_grad(|| -> Result<_> {
+        for (bi, hb) in loader {
+            let hb = hb.with_context(|| format!("reading the regions of batch {bi}"))?;
+            let (video, regions, mask) = l.model.encode_video(&hb.to_device(device), c);
+            v.push(video.to_device(Device::Cpu));
+            r.push(regions.to_device(Device::Cpu));
+            rm.push(mask.to_device(Device::Cpu));
+        }
+        let b = tokenize(&l.tok, &[query.to_string()])?.to_device(device);
+        Ok(l.model.encode_text(&b, c))
+    })?;
+    let rmax = r.iter().map(|x| x.size()[1]).max().unwrap_or(1);
+    let set = EncodedSet {
+        emb: Embeddings {
+            video: Tensor::cat(&v, 0),
+            regions: eval::pad_cat(&r, rmax),
+            region_mask: eval::pad_cat(&rm, rmax),
+            text: t.to_device(Device::Cpu),
+            words: w.to_device(Device::Cpu),
+            word_mask: wm.to_device(Device::Cpu),
+        },
+        ids: rows.iter().map(|&i| index.items[i].id.clone()).collect(),
+        text_video: vec![0],
+        captions: vec![query.to_string()],
+    };
+    let opts = RwaOptions {
+        scale: l.cfg.loss.rwa_scale,
+        renormalize: l.cfg.loss.rwa_renormalize,
+    };
+    let global = eval::flat(&eval::similarity(&set, false, opts));
+    let local = eval::flat(&eval::local_similarity(&set, opts));
+    let mut out: Vec<Reranked> = rows
+        .iter()
+        .zip(global.iter().zip(&local))
+        .map(|(&row, (&global, &local))| Reranked { row, global, local })
+        .collect();
+    out.sort_by(|a, b| b.score().total_cmp(&a.score()).then(a.row.cmp(&b.row)));
+    Ok(out)
 }
 
 /// Runs `regionfeat search`; returns the results it printed.
@@ -537,13 +669,22 @@ pub fn run_search(args: &SearchArgs) -> Result<Vec<SearchResult>> {
     let index = SearchIndex::open(&args.index)?;
     check_checkpoint(&index.meta, &args.checkpoint)?;
     let load_s = t0.elapsed().as_secs_f64();
+    if let Some(n) = args.rerank {
+        ensure!(n > 0, "--rerank needs N > 0");
+        ensure!(
+            args.query.is_some() && args.to == Target::Videos,
+            "--rerank scores a text query against videos (region-word similarity): drop --like / --to texts"
+        );
+    }
+    ensure!(args.k > 0, "-k must be at least 1");
     let t1 = std::time::Instant::now();
+    let device = device_from_str(&args.device)?;
+    let mut text_model = None;
     let query: Vec<f32> = match (&args.query, &args.like) {
         (Some(q), None) => {
             if q.trim().is_empty() {
                 bail!("empty query: give some words, or --like ITEM_ID");
             }
-            let device = device_from_str(&args.device)?;
             let l = load_checkpoint(&args.checkpoint, device)?;
             ensure!(
                 l.cfg.model.embed_dim == index.meta.embed_dim,
@@ -553,19 +694,47 @@ pub fn run_search(args: &SearchArgs) -> Result<Vec<SearchResult>> {
             );
             let b = tokenize(&l.tok, std::slice::from_ref(q))?.to_device(device);
             let (t, _, _) = tch::no_grad(|| l.model.encode_text(&b, ctx(device)));
-            Vec::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).view([-1]))?
+            let v = Vec::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).view([-1]))?;
+            text_model = Some(l);
+            v
         }
         (None, Some(id)) => index.video_of(id)?,
         _ => bail!("give a text query or --like ITEM_ID"),
     };
     let encode_s = t1.elapsed().as_secs_f64();
     let t2 = std::time::Instant::now();
-    let hits = index.rank(&query, args.to, args.k);
+    let n = args.rerank.map_or(args.k, |n| n.max(args.k));
+    let hits = index.rank(&query, args.to, n);
     let rank_s = t2.elapsed().as_secs_f64();
+    let t3 = std::time::Instant::now();
+    let reranked = match (args.rerank, &text_model, &args.query) {
+        (Some(_), Some(l), Some(q)) => {
+            let rows: Vec<usize> = hits.iter().map(|h| h.row).collect();
+            Some(rerank(l, &index, q, &rows, device)?)
+        }
+        _ => None,
+    };
+    let rerank_s = t3.elapsed().as_secs_f64();
+    let hits: Vec<(Hit, Option<Reranked>)> = match reranked {
+        Some(rr) => rr
+            .into_iter()
+            .take(args.k)
+            .map(|x| {
+                (
+                    Hit {
+                        row: x.row,
+                        score: x.score(),
+                    },
+                    Some(x),
+                )
+            })
+            .collect(),
+        None => hits.into_iter().map(|h| (h, None)).collect(),
+    };
     let results: Vec<SearchResult> = hits
         .iter()
         .enumerate()
-        .map(|(r, h)| {
+        .map(|(r, (h, rr))| {
             let (item, captions) = match args.to {
                 Target::Videos => (h.row, index.items[h.row].captions.clone()),
                 Target::Texts => {
@@ -582,17 +751,50 @@ pub fn run_search(args: &SearchArgs) -> Result<Vec<SearchResult>> {
                 score: h.score,
                 id: index.items[item].id.clone(),
                 captions,
+                global: rr.map(|x| x.global),
+                local: rr.map(|x| x.local),
             }
         })
         .collect();
+    let sheet = match &args.draw {
+        Some(out) => {
+            let hits: Vec<SheetHit> = results
+                .iter()
+                .map(|r| SheetHit {
+                    rank: r.rank,
+                    score: r.score,
+                    id: r.id.clone(),
+                    caption: r.captions.first().cloned().unwrap_or_default(),
+                })
+                .collect();
+            let opts = DrawOptions {
+                columns: 4,
+                frame_width: 240,
+                top: Some(10),
+                root: args.root.clone(),
+            };
+            let report = draw_hits(Path::new(&index.meta.shards), &hits, out, &opts)?;
+            for t in &report.tiles {
+                if let Some(why) = &t.missing {
+                    eprintln!("--draw: #{} {}: placeholder tile: {why}", t.rank, t.id);
+                }
+            }
+            Some(report)
+        }
+        None => None,
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "results": results,
-                "timing_s": {"index_load": load_s, "query_encode": encode_s, "rank": rank_s},
-            }))?
-        );
+        let mut v = serde_json::json!({
+            "results": results,
+            "timing_s": {"index_load": load_s, "query_encode": encode_s, "rank": rank_s},
+        });
+        if args.rerank.is_some() {
+            v["timing_s"]["rerank"] = rerank_s.into();
+        }
+        if let Some(s) = &sheet {
+            v["sheet"] = serde_json::to_value(s)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         for r in &results {
             println!(
@@ -617,6 +819,20 @@ pub fn run_search(args: &SearchArgs) -> Result<Vec<SearchResult>> {
             load_s * 1e3,
             encode_s * 1e3
         );
+        if let Some(n) = args.rerank {
+            eprintln!(
+                "re-ranked the top {} by global + local region-word similarity in {:.1} ms",
+                n.max(args.k),
+                rerank_s * 1e3
+            );
+        }
+        if let Some(s) = &sheet {
+            eprintln!(
+                "contact sheet of {} hits written to {}",
+                s.tiles.len(),
+                s.path
+            );
+        }
     }
     Ok(results)
 }
