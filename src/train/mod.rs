@@ -4,14 +4,17 @@
 //! seeded batches read ahead by threads) → [`text`] (BERT / DistilBERT from HF files, tokenizer)
 //! and [`video`] (region tokens + ViT) joined in [`model`] → [`loss`] (global InfoNCE + RWA,
 //! retrieval metrics) → [`optim`] (AdamW, schedule, clipping) → [`trainer`] (the loop) with
-//! [`checkpoint`] and [`eval`]; [`cli`] holds the `train`/`eval` entry points and [`synth`]
-//! generates planted-structure data for tests and demos.
+//! [`checkpoint`] and [`eval`]; [`epoch`] decides each epoch's items (dataset mixing, fixed-size
+//! epochs) and [`shard_cache`] bounds the shard files held open; [`cli`] holds the
+//! `train`/`eval` entry points and [`synth`] / [`synth_index`] generate planted-structure data
+//! and pre-training-scale indexes for tests, demos and benchmarks.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod epoch;
 pub mod eval;
 pub mod layers;
 pub mod loss;
@@ -21,8 +24,10 @@ pub mod optim;
 pub mod region_learner;
 pub mod retrieval;
 pub mod search;
+pub mod shard_cache;
 pub mod shards;
 pub mod synth;
+pub mod synth_index;
 pub mod text;
 pub mod trainer;
 pub mod video;
@@ -35,3 +40,5 @@ mod caption_tests;
 mod tests;
 #[cfg(test)]
 mod tests_region_learner;
+#[cfg(test)]
+mod tests_scale;

@@ -12,7 +12,8 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::train::checkpoint::{self, CheckpointParts, TrainState};
 use crate::train::config::{FrameSampling, TrainConfig};
-use crate::train::data::{epoch_order, BatchSpec, Loader, Mixture, RegionSource};
+use crate::train::data::{BatchSpec, Loader, Mixture, RegionSource};
+use crate::train::epoch::{EpochPlan, PlanOptions};
 use crate::train::eval;
 use crate::train::layers::Ctx;
 use crate::train::loss::{self, RetrievalMetrics, RwaOptions};
@@ -129,6 +130,7 @@ pub struct Trainer {
     tokenizer_path: PathBuf,
     text_config_json: String,
     mix: Arc<Mixture>,
+    plan: EpochPlan,
     eval_mix: Option<Arc<Mixture>>,
     state: TrainState,
     steps_per_epoch: u64,
@@ -145,6 +147,9 @@ impl Trainer {
         opts: &RunOptions,
     ) -> Result<Self> {
         let device = device_from_str(&cfg.device)?;
+        let shard_opts = crate::train::shards::ShardOptions {
+            max_open_shards: cfg.data.max_open_shards,
+        };
         let sources = match sources {
             Some(s) => s,
             None => cfg
@@ -152,7 +157,7 @@ impl Trainer {
                 .datasets
                 .iter()
                 .map(|d| {
-                    crate::train::shards::ShardSource::open(&d.shards)
+                    crate::train::shards::ShardSource::open_with(&d.shards, &shard_opts)
                         .map(|s| Arc::new(s) as Arc<dyn RegionSource>)
                         .with_context(|| format!("dataset {:?}", d.name))
                 })
@@ -175,7 +180,7 @@ impl Trainer {
         let eval_mix = match (eval_source, &cfg.eval) {
             (Some(s), _) => Some(Arc::new(Mixture::new(vec![s], true)?)),
             (None, Some(e)) => {
-                let src = crate::train::shards::ShardSource::open(&e.shards)?;
+                let src = crate::train::shards::ShardSource::open_with(&e.shards, &shard_opts)?;
                 check_kind(
                     &src,
                     want_grid,
@@ -217,7 +222,26 @@ impl Trainer {
             );
         }
         let opt = AdamW::new(&vs, &cfg.optim);
-        let micro_per_epoch = (mix.len() / cfg.data.batch_size) as u64;
+        // Config weights apply when the sources are the configured datasets.
+        let weights: Vec<f64> = cfg.data.datasets.iter().map(|d| d.weight).collect();
+        let plan = EpochPlan::new(
+            &mix,
+            &PlanOptions {
+                mixing: cfg.data.mixing,
+                weights: if weights.len() == mix.num_sources() {
+                    weights
+                } else {
+                    vec![]
+                },
+                samples_per_epoch: cfg.data.samples_per_epoch,
+                batch_size: cfg.data.batch_size,
+                shuffle: cfg.data.shuffle,
+                block_shards: cfg.data.shuffle_block_shards,
+                seed: cfg.seed,
+            },
+        )
+        .context("data.mixing / data.samples_per_epoch")?;
+        let micro_per_epoch = (plan.len() / cfg.data.batch_size) as u64;
         if micro_per_epoch == 0 {
             bail!(
                 "{} items are fewer than one batch of {}",
@@ -244,6 +268,7 @@ impl Trainer {
             tokenizer_path,
             text_config_json,
             mix,
+            plan,
             eval_mix,
             state,
             steps_per_epoch,
@@ -303,7 +328,13 @@ impl Trainer {
 
     fn loader(&self, epoch: u64, start: usize) -> Loader {
         let d = &self.cfg.data;
-        let order = Arc::new(epoch_order(self.mix.len(), self.cfg.seed, epoch, d.shuffle));
+        let order = Arc::new(
+            self.plan
+                .order(epoch)
+                .into_iter()
+                .map(|i| i as usize)
+                .collect(),
+        );
         Loader::new(
             self.mix.clone(),
             self.tok.clone(),
