@@ -23,6 +23,7 @@ pub mod model;
 pub mod optim;
 pub mod region_learner;
 pub mod retrieval;
+pub mod scale_bench;
 pub mod search;
 pub mod shard_cache;
 pub mod shards;

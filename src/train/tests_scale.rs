@@ -153,3 +153,49 @@ epochs = 2
     assert_eq!(s.steps.len(), 2 * 256 / 16);
     assert!(s.steps.iter().all(|s| s.loss.is_finite()));
 }
+
+/// The 5.8M-item measurement from a debug test binary (`benches/index_scale.sh` runs the
+/// release bench): `INDEX_SCALE_DIR=/tmp/x INDEX_SCALE_MODE=gen|run|baseline cargo test
+/// --features train --lib -- --ignored index_scale_measure --nocapture`, sizes from
+/// `INDEX_SCALE_SIZES` (webvid,cc3m,shards; default 2500000,3300000,5665), run options from
+/// `INDEX_SCALE_RUN` (max_open,batches,batch,mixing,block; default 128,40,256,alternate,32) and
+/// `INDEX_SCALE_TOKENIZER`.
+#[test]
+#[ignore]
+fn index_scale_measure() {
+    use super::scale_bench;
+    let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let root = std::path::PathBuf::from(var("INDEX_SCALE_DIR", "/tmp/regionfeat-index-scale"));
+    match var("INDEX_SCALE_MODE", "run").as_str() {
+        "gen" => {
+            let v: Vec<usize> = var("INDEX_SCALE_SIZES", "2500000,3300000,5665")
+                .split(',')
+                .map(|x| x.parse().unwrap())
+                .collect();
+            let s = scale_bench::generate(&root, v[0], v[1], v[2]).unwrap();
+            println!("generated in {s:.1} s");
+        }
+        "baseline" => println!("RESULT {}", scale_bench::baseline(&root).unwrap()),
+        _ => {
+            let r = var("INDEX_SCALE_RUN", "128,40,256,alternate,32");
+            let v: Vec<&str> = r.split(',').collect();
+            let mixing = match v[3] {
+                "concat" => super::config::Mixing::Concat,
+                "sample" => super::config::Mixing::Sample,
+                _ => super::config::Mixing::Alternate,
+            };
+            let tok = var("INDEX_SCALE_TOKENIZER", "");
+            let r = scale_bench::run(
+                &root,
+                v[0].parse().unwrap(),
+                v[1].parse().unwrap(),
+                v[2].parse().unwrap(),
+                mixing,
+                std::path::Path::new(&tok),
+                v[4].parse().unwrap(),
+            )
+            .unwrap();
+            println!("RESULT {r}");
+        }
+    }
+}
