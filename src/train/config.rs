@@ -53,6 +53,23 @@ pub struct DatasetConfig {
     pub name: String,
     /// Directory with `shard-*.h5` (or a single shard file).
     pub shards: PathBuf,
+    /// Share of the epoch with `data.mixing = "sample"` or `"alternate"` (relative to the
+    /// other datasets' weights; 0 leaves the dataset out).
+    #[serde(default = "one_f")]
+    pub weight: f64,
+}
+
+/// How the datasets share an epoch (see `train::epoch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mixing {
+    /// All items shuffled together: each dataset counts by its size.
+    #[default]
+    Concat,
+    /// Each item drawn from a dataset chosen by weight (batches mix datasets).
+    Sample,
+    /// Each batch from one dataset, datasets taking turns by weight (DemoVLP, Frozen-in-Time).
+    Alternate,
 }
 
 /// How frames of an item are chosen.
@@ -108,6 +125,29 @@ pub struct DataConfig {
     /// Items with several captions: `random` (one per step), `first`, or `all` (every pair).
     #[serde(default)]
     pub captions: CaptionSampling,
+    /// `concat` (default), `sample` or `alternate`: how datasets share an epoch.
+    #[serde(default)]
+    pub mixing: Mixing,
+    /// Items per epoch (DemoVLP's `max_samples_per_epoch`); unset: one pass over all items.
+    /// Later epochs continue where the previous ones stopped in each dataset.
+    #[serde(default)]
+    pub samples_per_epoch: Option<usize>,
+    /// Shard files held open per dataset (least recently used closed first); keep the sum over
+    /// datasets and the eval set well under `ulimit -n`.
+    #[serde(default = "default_max_open_shards")]
+    pub max_open_shards: usize,
+    /// Shards whose items are shuffled together (a batch then reads ≤ 2× this many shard files,
+    /// so the open-shard cache serves it); 0: one shuffle over all items.
+    #[serde(default = "default_block_shards")]
+    pub shuffle_block_shards: usize,
+}
+
+fn default_block_shards() -> usize {
+    32
+}
+
+fn default_max_open_shards() -> usize {
+    crate::train::shard_cache::DEFAULT_MAX_OPEN
 }
 
 fn one() -> usize {
@@ -506,6 +546,13 @@ impl TrainConfig {
             bail!("data.datasets is empty");
         }
         for ds in &d.datasets {
+            if !ds.weight.is_finite() || ds.weight < 0.0 {
+                bail!(
+                    "dataset {:?}: weight {} must be finite and ≥ 0",
+                    ds.name,
+                    ds.weight
+                );
+            }
             if !ds.shards.exists() {
                 bail!(
                     "dataset {:?}: shards path {} does not exist",
@@ -518,6 +565,21 @@ impl TrainConfig {
             bail!(
                 "data: frames ≥ 1, batch_size ≥ 2, workers ≥ 1 and max_text_len ≥ 3 are required"
             );
+        }
+        if d.datasets.iter().all(|ds| ds.weight == 0.0) {
+            bail!("data.datasets: every weight is 0");
+        }
+        if d.mixing == Mixing::Concat && d.datasets.iter().any(|ds| ds.weight != 1.0) {
+            bail!(
+                "data.datasets[].weight needs data.mixing = \"sample\" or \"alternate\" \
+                 (with \"concat\" each dataset counts by its size)"
+            );
+        }
+        if d.samples_per_epoch.is_some_and(|s| s < d.batch_size) {
+            bail!("data.samples_per_epoch must hold at least one batch (≥ data.batch_size)");
+        }
+        if d.max_open_shards == 0 {
+            bail!("data.max_open_shards must be ≥ 1");
         }
         let o = &self.optim;
         if o.lr.is_nan() || o.lr <= 0.0 || o.grad_accum == 0 || o.epochs == 0 {

@@ -56,8 +56,18 @@ pub trait RegionSource: Send + Sync {
             vec![c]
         }
     }
+    /// Whether the item has a non-blank caption (sources with packed tables answer without
+    /// building a `String`).
+    fn has_caption(&self, i: usize) -> bool {
+        !self.caption(i).trim().is_empty()
+    }
     /// Frame rows of the item (1 for images).
     fn num_frames(&self, i: usize) -> usize;
+    /// File (shard) holding the item's rows; the epoch order can keep a batch's reads within a
+    /// few shards (`data.shuffle_block_shards`). Sources in memory are one "shard".
+    fn shard_of(&self, _i: usize) -> usize {
+        0
+    }
     /// Reads the given frames (indices within the item).
     fn read_frames(&self, i: usize, frames: &[usize]) -> Result<FrameBlock>;
     /// `Some((Hg, Wg))` for patch-grid data (`model_kind = "grid"`: K = Hg·Wg patches per frame,
@@ -141,15 +151,17 @@ impl RegionSource for MemorySource {
 }
 
 /// Several sources in one index space (concatenation), keeping only captioned items when asked.
+/// The index is one `u32` per item (5.8M items: 23 MB), grouped by source.
 pub struct Mixture {
     sources: Vec<Arc<dyn RegionSource>>,
-    /// Global index → (source, local index).
-    index: Vec<(u32, u32)>,
+    /// Global index → local index in its source; source `s` holds `starts[s]..starts[s + 1]`.
+    local: Vec<u32>,
+    starts: Vec<usize>,
     feature_dim: usize,
     max_boxes: usize,
     grid_hw: Option<(usize, usize)>,
     captions: CaptionSampling,
-    /// With [`CaptionSampling::All`]: the caption of each global item (parallel to `index`).
+    /// With [`CaptionSampling::All`]: the caption of each global item (parallel to `local`).
     caption_of: Vec<u32>,
 }
 
@@ -159,9 +171,10 @@ impl Mixture {
         ensure!(!sources.is_empty(), "no data sources");
         let feature_dim = sources[0].feature_dim();
         let grid_hw = sources[0].grid_hw();
-        let mut index = vec![];
+        let mut local = vec![];
+        let mut starts = vec![0];
         let mut max_boxes = 0;
-        for (s, src) in sources.iter().enumerate() {
+        for src in &sources {
             ensure!(
                 src.feature_dim() == feature_dim,
                 "datasets disagree on feature_dim ({} vs {feature_dim})",
@@ -173,17 +186,26 @@ impl Mixture {
                 kind_name(src.grid_hw()),
                 kind_name(grid_hw)
             );
+            ensure!(
+                src.len() <= u32::MAX as usize,
+                "a dataset holds {} items, at most 2^32 are supported",
+                src.len()
+            );
             max_boxes = max_boxes.max(src.max_boxes());
+            local.reserve(src.len());
             for i in 0..src.len() {
-                if !captioned_only || !src.caption(i).trim().is_empty() {
-                    index.push((s as u32, i as u32));
+                if !captioned_only || src.has_caption(i) {
+                    local.push(i as u32);
                 }
             }
+            starts.push(local.len());
         }
-        ensure!(!index.is_empty(), "the datasets hold no usable items");
+        ensure!(!local.is_empty(), "the datasets hold no usable items");
+        local.shrink_to_fit();
         Ok(Self {
             sources,
-            index,
+            local,
+            starts,
             feature_dim,
             max_boxes,
             grid_hw,
@@ -200,15 +222,21 @@ impl Mixture {
     /// (video, caption) pair an item.
     pub fn with_caption_sampling(mut self, mode: CaptionSampling) -> Self {
         if mode == CaptionSampling::All && self.caption_of.is_empty() {
-            let mut index = Vec::with_capacity(self.index.len());
-            for &(s, l) in &self.index {
-                let n = self.sources[s as usize].captions(l as usize).len().max(1);
-                for c in 0..n {
-                    index.push((s, l));
-                    self.caption_of.push(c as u32);
+            let mut local = Vec::with_capacity(self.local.len());
+            let mut starts = vec![0];
+            for s in 0..self.sources.len() {
+                for g in self.starts[s]..self.starts[s + 1] {
+                    let l = self.local[g];
+                    let n = self.sources[s].captions(l as usize).len().max(1);
+                    for c in 0..n {
+                        local.push(l);
+                        self.caption_of.push(c as u32);
+                    }
                 }
+                starts.push(local.len());
             }
-            self.index = index;
+            self.local = local;
+            self.starts = starts;
         }
         self.captions = mode;
         self
@@ -240,11 +268,11 @@ impl Mixture {
     }
     /// Items.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.local.len()
     }
     /// No items.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.local.is_empty()
     }
     /// D.
     pub fn feature_dim(&self) -> usize {
@@ -254,9 +282,37 @@ impl Mixture {
     pub fn max_boxes(&self) -> usize {
         self.max_boxes
     }
+    /// Sources (datasets).
+    pub fn num_sources(&self) -> usize {
+        self.sources.len()
+    }
+    /// Global indices of source `s`'s items.
+    pub fn source_range(&self, s: usize) -> std::ops::Range<usize> {
+        self.starts[s]..self.starts[s + 1]
+    }
+    /// Runs of consecutive global items of source `s` stored in the same shard, as
+    /// `(first global index, length)`, in index order.
+    pub fn shard_runs(&self, s: usize) -> Vec<(usize, usize)> {
+        let src = &self.sources[s];
+        let mut runs: Vec<(usize, usize)> = vec![];
+        let mut last = usize::MAX;
+        for g in self.source_range(s) {
+            let shard = src.shard_of(self.local[g] as usize);
+            match runs.last_mut() {
+                Some(r) if shard == last => r.1 += 1,
+                _ => runs.push((g, 1)),
+            }
+            last = shard;
+        }
+        runs
+    }
+    /// Source (dataset) of global item `i`.
+    pub fn source_of(&self, i: usize) -> usize {
+        self.starts.partition_point(|&x| x <= i) - 1
+    }
     fn get(&self, i: usize) -> (&dyn RegionSource, usize) {
-        let (s, l) = self.index[i];
-        (self.sources[s as usize].as_ref(), l as usize)
+        let s = self.source_of(i);
+        (self.sources[s].as_ref(), self.local[i] as usize)
     }
     /// Caption of global item `i`.
     pub fn caption(&self, i: usize) -> String {

@@ -5,11 +5,12 @@
 //! and [`video`] (region tokens + ViT) joined in [`model`] → [`loss`] (global InfoNCE + RWA,
 //! retrieval metrics) → [`optim`] (AdamW, schedule, clipping) → [`trainer`] (the loop) with
 //! [`checkpoint`] and [`eval`], data-parallel over several processes with [`dist`] (c10d);
-//! metrics in [`runlog`] (JSONL + [`tfevents`]), the memory check in [`memory`] (with
-//! [`cudart`]) and device warnings in [`device_notes`]; [`import`] checks a run against the
-//! weights it starts from (released DemoVLP weights, converted); [`cli`] holds the
-//! `train`/`eval` entry points and [`synth`] generates planted-structure data for tests and
-//! demos.
+//! [`epoch`] decides each epoch's items (dataset mixing, fixed-size epochs) and [`shard_cache`]
+//! bounds the shard files held open; metrics in [`runlog`] (JSONL + [`tfevents`]), the memory
+//! check in [`memory`] (with [`cudart`]) and device warnings in [`device_notes`]; [`import`]
+//! checks a run against the weights it starts from (released DemoVLP weights, converted);
+//! [`cli`] holds the `train`/`eval` entry points and [`synth`] / [`synth_index`] generate
+//! planted-structure data and pre-training-scale indexes for tests, demos and benchmarks.
 
 pub mod bench;
 pub mod checkpoint;
@@ -19,6 +20,7 @@ pub mod cudart;
 pub mod data;
 pub mod device_notes;
 pub mod dist;
+pub mod epoch;
 pub mod eval;
 pub mod import;
 pub mod layers;
@@ -30,9 +32,12 @@ pub mod optim;
 pub mod region_learner;
 pub mod retrieval;
 pub mod runlog;
+pub mod scale_bench;
 pub mod search;
+pub mod shard_cache;
 pub mod shards;
 pub mod synth;
+pub mod synth_index;
 pub mod text;
 pub mod tfevents;
 pub mod trainer;
@@ -50,3 +55,5 @@ mod tests_import;
 mod tests_region_learner;
 #[cfg(test)]
 mod tests_run;
+#[cfg(test)]
+mod tests_scale;

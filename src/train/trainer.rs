@@ -14,8 +14,9 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::train::checkpoint::{self, CheckpointParts, TrainState};
 use crate::train::config::{FrameSampling, TrainConfig};
-use crate::train::data::{epoch_order, BatchSpec, Loader, Mixture, RegionSource};
+use crate::train::data::{BatchSpec, Loader, Mixture, RegionSource};
 use crate::train::dist::{self, Dist};
+use crate::train::epoch::{EpochPlan, PlanOptions};
 use crate::train::eval;
 use crate::train::layers::Ctx;
 use crate::train::loss::{self, Recall, RetrievalMetrics, RwaOptions};
@@ -174,6 +175,7 @@ pub struct Trainer {
     tokenizer_path: PathBuf,
     text_config_json: String,
     mix: Arc<Mixture>,
+    plan: EpochPlan,
     eval_mix: Option<Arc<Mixture>>,
     state: TrainState,
     steps_per_epoch: u64,
@@ -207,6 +209,9 @@ impl Trainer {
             .transpose()?;
         // Before the model takes its share of the device.
         let free = crate::train::memory::available(device);
+        let shard_opts = crate::train::shards::ShardOptions {
+            max_open_shards: cfg.data.max_open_shards,
+        };
         let sources = match sources {
             Some(s) => s,
             None => cfg
@@ -214,7 +219,7 @@ impl Trainer {
                 .datasets
                 .iter()
                 .map(|d| {
-                    crate::train::shards::ShardSource::open(&d.shards)
+                    crate::train::shards::ShardSource::open_with(&d.shards, &shard_opts)
                         .map(|s| Arc::new(s) as Arc<dyn RegionSource>)
                         .with_context(|| format!("dataset {:?}", d.name))
                 })
@@ -237,7 +242,7 @@ impl Trainer {
         let eval_mix = match (eval_source, &cfg.eval) {
             (Some(s), _) => Some(Arc::new(Mixture::new(vec![s], true)?)),
             (None, Some(e)) => {
-                let src = crate::train::shards::ShardSource::open(&e.shards)?;
+                let src = crate::train::shards::ShardSource::open_with(&e.shards, &shard_opts)?;
                 check_kind(
                     &src,
                     want_grid,
@@ -282,7 +287,26 @@ impl Trainer {
         let est = crate::train::memory::estimate(&cfg, &text_cfg, &vs, &workload);
         crate::train::memory::check(&cfg, &text_cfg, &est, &workload, device, free)?;
         let opt = AdamW::new(&vs, &cfg.optim);
-        let micro_per_epoch = (mix.len() / cfg.data.batch_size) as u64;
+        // Config weights apply when the sources are the configured datasets.
+        let weights: Vec<f64> = cfg.data.datasets.iter().map(|d| d.weight).collect();
+        let plan = EpochPlan::new(
+            &mix,
+            &PlanOptions {
+                mixing: cfg.data.mixing,
+                weights: if weights.len() == mix.num_sources() {
+                    weights
+                } else {
+                    vec![]
+                },
+                samples_per_epoch: cfg.data.samples_per_epoch,
+                batch_size: cfg.data.batch_size,
+                shuffle: cfg.data.shuffle,
+                block_shards: cfg.data.shuffle_block_shards,
+                seed: cfg.seed,
+            },
+        )
+        .context("data.mixing / data.samples_per_epoch")?;
+        let micro_per_epoch = (plan.len() / cfg.data.batch_size) as u64;
         if micro_per_epoch == 0 {
             bail!(
                 "{} items are fewer than one batch of {}",
@@ -309,6 +333,7 @@ impl Trainer {
             tokenizer_path,
             text_config_json,
             mix,
+            plan,
             eval_mix,
             state,
             steps_per_epoch,
@@ -430,7 +455,12 @@ impl Trainer {
 
     fn loader(&self, epoch: u64, start: usize) -> Loader {
         let d = &self.cfg.data;
-        let mut order = epoch_order(self.mix.len(), self.cfg.seed, epoch, d.shuffle);
+        let mut order: Vec<usize> = self
+            .plan
+            .order(epoch)
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
         let mut batch_size = d.batch_size;
         if let Some(dd) = &self.dist {
             // Batch i of this rank = its slice of global batch i: positions stay global.
