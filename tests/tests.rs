@@ -12,5 +12,6 @@ mod input;
 mod inspect;
 mod jobs;
 mod media;
+mod shard_rows;
 #[cfg(feature = "train")]
 mod train_cli;

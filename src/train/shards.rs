@@ -1,18 +1,19 @@
 //! [`RegionSource`] over regionfeat shards (`schemas/shard-v1.md`, `schemas/shard-v2.md`: region
-//! shards, and grid shards whose frames are `Hg·Wg` patch rows) through
-//! [`crate::shard::ShardReader`]. Only the small item tables (ids, captions, frame ranges) are
-//! held in memory; frame rows are read when a batch needs them.
+//! shards, and grid shards whose frames are `Hg·Wg` patch rows). Shards are checked with
+//! [`crate::shard::ShardReader`]; frame rows are read through a [`ChunkReader`] per shard
+//! (inflated on the reader threads, outside the HDF5 lock). Only the small item tables (ids,
+//! captions, frame ranges) are held in memory; frame rows are read when a batch needs them.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::shard::{ModelKind, ShardReader};
+use crate::shard::{ChunkReader, ModelKind, ShardReader};
 use crate::train::data::{FrameBlock, RegionSource, LOC_DIM};
 
 struct Shard {
-    reader: Mutex<ShardReader>,
+    /// Frame rows (features, locations, num_boxes); shared by the reader threads.
+    reader: ChunkReader,
     ids: Vec<String>,
     /// All captions per item (the first is the item's caption).
     captions: Vec<Vec<String>>,
@@ -113,9 +114,9 @@ impl ShardSource {
                 Some(&s) => s,
                 None => {
                     let p = dir.join(&e.shard);
-                    let r = open_consistent(&p, &mut dims)?;
+                    open_consistent(&p, &mut dims)?;
                     shards.push(Shard {
-                        reader: Mutex::new(r),
+                        reader: ChunkReader::open(&p)?,
                         ids: vec![],
                         captions: vec![],
                         ranges: vec![],
@@ -153,7 +154,7 @@ impl ShardSource {
                 index.push((s as u32, i as u32));
             }
             shards.push(Shard {
-                reader: Mutex::new(r),
+                reader: ChunkReader::open(&p)?,
                 ids,
                 captions,
                 ranges,
@@ -207,41 +208,35 @@ impl RegionSource for ShardSource {
     fn read_frames(&self, i: usize, frames: &[usize]) -> Result<FrameBlock> {
         let (s, r) = self.at(i);
         let (start, count) = s.ranges[r];
-        let (Some(&lo), Some(&hi)) = (frames.iter().min(), frames.iter().max()) else {
-            return Ok(FrameBlock::default());
-        };
+        if let Some(&hi) = frames.iter().max() {
+            ensure!(
+                hi < count as usize,
+                "frame {hi} of item {} out of range",
+                s.ids[r]
+            );
+        }
+        let rows: Vec<u64> = frames.iter().map(|&f| start + f as u64).collect();
+        // Shards are checked for agreement at open; a reader opened later must agree too.
         ensure!(
-            hi < count as usize,
-            "frame {hi} of item {} out of range",
-            s.ids[r]
+            s.reader.rows_per_frame() == self.max_boxes && s.reader.feature_dim() == self.feature_dim,
+            "{}: rows per frame/feature_dim {}/{} differ from the other shards ({}/{})",
+            s.reader.path().display(),
+            s.reader.rows_per_frame(),
+            s.reader.feature_dim(),
+            self.max_boxes,
+            self.feature_dim
         );
-        let reader = s
-            .reader
-            .lock()
-            .map_err(|_| anyhow::anyhow!("shard reader poisoned"))?;
-        let (k, d) = (self.max_boxes, self.feature_dim);
-        let mut out = FrameBlock::default();
-        if self.grid_hw.is_some() {
-            let first = (start + lo as u64) as usize;
-            let grid = reader.read_grid_rows(first..first + hi - lo + 1)?;
-            for &f in frames {
-                let j = f - lo;
-                out.features
-                    .extend_from_slice(&grid[j * k * d..(j + 1) * k * d]);
-                out.num_boxes.push(k as u32);
-            }
-            out.locations = vec![0.0; frames.len() * k * LOC_DIM];
-            return Ok(out);
-        }
-        let blk = reader.read_frames(start + lo as u64, hi - lo + 1)?;
-        for &f in frames {
-            let j = f - lo;
-            out.features
-                .extend_from_slice(&blk.features[j * k * d..(j + 1) * k * d]);
-            out.locations
-                .extend_from_slice(&blk.locations[j * k * LOC_DIM..(j + 1) * k * LOC_DIM]);
-            out.num_boxes.push(blk.num_boxes[j]);
-        }
-        Ok(out)
+        let got = s.reader.read_rows(&rows)?;
+        let locations = if self.grid_hw.is_some() {
+            // Grid rows have no boxes: the trainer ignores locations.
+            vec![0.0; frames.len() * self.max_boxes * LOC_DIM]
+        } else {
+            got.locations
+        };
+        Ok(FrameBlock {
+            features: got.features,
+            locations,
+            num_boxes: got.num_boxes,
+        })
     }
 }
