@@ -45,8 +45,11 @@ mod bench {
     /// The loader's previous shard path (src/train/shards.rs before the chunk reader): one
     /// `ShardReader` per shard behind a mutex, every frame dataset read through HDF5 (under
     /// its process-wide lock), features widened to f32 on the host.
+    /// Reader, captions, frame ranges.
+    type OldShard = (Mutex<ShardReader>, Vec<String>, Vec<(u64, u32)>);
+
     struct Hdf5Source {
-        shards: Vec<(Mutex<ShardReader>, Vec<String>, Vec<(u64, u32)>)>,
+        shards: Vec<OldShard>,
         index: Vec<(u32, u32)>,
         k: usize,
         d: usize,
@@ -187,7 +190,10 @@ mod bench {
     }
 
     pub fn main() -> Result<()> {
-        let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+        let args: Vec<String> = std::env::args()
+            .skip(1)
+            .filter(|a| a != "--bench")
+            .collect();
         match args.first().map(String::as_str) {
             Some("gen") => {
                 let dir = PathBuf::from(args.get(1).context("gen DIR SPECS")?);

@@ -4,7 +4,8 @@
 # on the same generated shards (D=2048 f16, shuffle+gzip, K=30), in one run.
 #   pre-training: 1 random frame per item, batch 256; fine-tuning: 8 frames, batch 32.
 # Usage: benches/loader.sh [DATA_DIR]   (default /tmp/rf-loader; shards are generated once)
-# Env: BATCHES (timed batches per case, default 20), THREADS (default "1 2").
+# Env: BATCHES (timed batches per case, default 20), THREADS (default "1 2"), PRETRAIN_SHARDS
+# (of 1000 items with 1-3 frames, default 12), FINETUNE_SHARDS (of 256 items with 8-12 frames, 3).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
@@ -40,8 +41,8 @@ gen() {
 }
 T0=$(date +%s)
 say "generating shards under $DATA (once)"
-gen "$DATA/pretrain" 0 16 1000 1 3
-gen "$DATA/finetune" 100 4 256 8 16
+gen "$DATA/pretrain" 0 "${PRETRAIN_SHARDS:-12}" 1000 1 3
+gen "$DATA/finetune" 100 "${FINETUNE_SHARDS:-3}" 256 8 12
 say "generated in $(( $(date +%s) - T0 )) s: $(du -sh "$DATA" | cut -f1); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 RESULTS="$(mktemp)"

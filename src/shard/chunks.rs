@@ -235,14 +235,14 @@ impl RawFile {
     /// reader costs one descriptor; else a second one.
     fn open(h5: &File, path: &Path) -> std::io::Result<Self> {
         let mut handle: *mut c_void = std::ptr::null_mut();
-        let ok = hdf5::sync::sync(|| unsafe {
-            H5Fget_vfd_handle(h5.id(), H5P_DEFAULT, &mut handle)
-        }) >= 0;
+        let ok =
+            hdf5::sync::sync(|| unsafe { H5Fget_vfd_handle(h5.id(), H5P_DEFAULT, &mut handle) })
+                >= 0;
         let want = std::fs::metadata(path)?;
         if ok && !handle.is_null() {
             // SAFETY: with the sec2 driver the handle points to its `int` descriptor; the
             // inode check below rejects anything else.
-            let fd = unsafe { *(handle as *const c_int) };
+            let fd = unsafe { *handle.cast::<c_int>() };
             if fd >= 0 {
                 let f = ManuallyDrop::new(unsafe { StdFile::from_raw_fd(fd) });
                 if f.metadata()
@@ -407,7 +407,10 @@ impl ChunkReader {
                 .map_err(|e: String| err(format!("attribute {}: {e}", attr::MODEL_KIND)))?
         };
         // A user block shifts every address: leave such files to HDF5.
-        let direct = file.create_plist().map(|p| p.userblock() == 0).unwrap_or(false);
+        let direct = file
+            .create_plist()
+            .map(|p| p.userblock() == 0)
+            .unwrap_or(false);
         let feat_name = match kind {
             ModelKind::Regions => frame::FEATURES,
             ModelKind::Grid => frame::GRID_FEATURES,
@@ -516,11 +519,15 @@ impl ChunkReader {
 
     /// How each dataset is read, by name.
     pub fn accesses(&self) -> Vec<(&'static str, Access)> {
-        [Some(&self.features), self.locations.as_ref(), self.num_boxes.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|c| (c.name, c.access))
-            .collect()
+        [
+            Some(&self.features),
+            self.locations.as_ref(),
+            self.num_boxes.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|c| (c.name, c.access))
+        .collect()
     }
 
     fn err(&self, e: impl std::fmt::Display) -> ShardError {
@@ -606,7 +613,8 @@ impl ChunkReader {
                     self.err(format!("dataset {} rows {lo}..{}: {e}", col.name, hi + 1))
                 })?;
                 for (i, &r) in rows.iter().enumerate() {
-                    out[i * re..(i + 1) * re].copy_from_slice(&span[(r - lo) * re..(r - lo + 1) * re]);
+                    out[i * re..(i + 1) * re]
+                        .copy_from_slice(&span[(r - lo) * re..(r - lo + 1) * re]);
                 }
                 Ok(())
             }
@@ -630,7 +638,14 @@ impl ChunkReader {
                     while j < rows.len() && rows[j] / col.chunk_rows == c {
                         j += 1;
                     }
-                    self.decode_chunk(col, c, shuffle, deflate, &rows[i..j], &mut out[i * re..j * re])?;
+                    self.decode_chunk(
+                        col,
+                        c,
+                        shuffle,
+                        deflate,
+                        &rows[i..j],
+                        &mut out[i * re..j * re],
+                    )?;
                     i = j;
                 }
                 Ok(())
@@ -643,7 +658,11 @@ impl ChunkReader {
         let meta = col.table[2 * c + 1].load(Ordering::Acquire);
         if meta & KNOWN != 0 {
             let addr = col.table[2 * c].load(Ordering::Relaxed);
-            return Ok((addr, (meta & 0xFFFF_FFFF) as usize, ((meta >> 32) & 0x7FFF_FFFF) as u32));
+            return Ok((
+                addr,
+                (meta & 0xFFFF_FFFF) as usize,
+                ((meta >> 32) & 0x7FFF_FFFF) as u32,
+            ));
         }
         let t = stats::ON.load(Ordering::Relaxed).then(Instant::now);
         let coord: Vec<hsize_t> = std::iter::once((c * col.chunk_rows) as hsize_t)
@@ -712,11 +731,9 @@ impl ChunkReader {
             let plain: &[u8] = if deflated {
                 s.plain.resize(need, 0);
                 s.inflater.reset(true);
-                let res = s.inflater.decompress(
-                    &s.packed,
-                    &mut s.plain,
-                    flate2::FlushDecompress::Finish,
-                );
+                let res =
+                    s.inflater
+                        .decompress(&s.packed, &mut s.plain, flate2::FlushDecompress::Finish);
                 let got = s.inflater.total_out() as usize;
                 if let Err(e) = res {
                     return Err(self.err(format!("dataset {} chunk {c}: inflate: {e}", col.name)));
@@ -993,7 +1010,10 @@ mod tests {
         let p = dir.path().join("x.h5");
         std::fs::write(&p, b"not hdf5").unwrap();
         let e = ChunkReader::open(&p).err().unwrap().to_string();
-        assert!(e.contains("x.h5") && e.contains("cannot open as HDF5"), "{e}");
+        assert!(
+            e.contains("x.h5") && e.contains("cannot open as HDF5"),
+            "{e}"
+        );
     }
 
     #[test]

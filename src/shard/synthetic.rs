@@ -119,7 +119,8 @@ impl SyntheticShard {
             if r.next() & 1 == 0 {
                 0.0
             } else {
-                -(r.unit().max(1e-7)).ln()
+                let u = r.unit().max(1e-7);
+                -u.ln()
             }
         };
         for i in 0..self.items {
@@ -137,7 +138,12 @@ impl SyntheticShard {
                                 let (x, y) = (r.unit() * 500.0, r.unit() * 250.0);
                                 Region {
                                     candidate: j,
-                                    bbox: [x, y, x + 20.0 + r.unit() * 120.0, y + 20.0 + r.unit() * 100.0],
+                                    bbox: [
+                                        x,
+                                        y,
+                                        x + 20.0 + r.unit() * 120.0,
+                                        y + 20.0 + r.unit() * 100.0,
+                                    ],
                                     score: 1.0 - j as f32 / 100.0,
                                     class: r.below(16) as u32,
                                     attribute: r.below(8) as u32,

@@ -218,7 +218,8 @@ impl RegionSource for ShardSource {
         let rows: Vec<u64> = frames.iter().map(|&f| start + f as u64).collect();
         // Shards are checked for agreement at open; a reader opened later must agree too.
         ensure!(
-            s.reader.rows_per_frame() == self.max_boxes && s.reader.feature_dim() == self.feature_dim,
+            s.reader.rows_per_frame() == self.max_boxes
+                && s.reader.feature_dim() == self.feature_dim,
             "{}: rows per frame/feature_dim {}/{} differ from the other shards ({}/{})",
             s.reader.path().display(),
             s.reader.rows_per_frame(),
