@@ -12,6 +12,7 @@ mod input;
 mod inspect;
 mod jobs;
 mod media;
+mod shard_rows;
 #[cfg(feature = "train")]
 mod train_cli;
 #[cfg(feature = "train")]

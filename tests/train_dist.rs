@@ -44,7 +44,9 @@ fn write_dataset(dir: &Path) {
                 .push_str(&format!(" {}", synth::word((i + w) % 12)));
         }
         if i % 3 != 2 {
-            it.frames.features.truncate(k * d);
+            let mut f = it.frames.features.to_f32();
+            f.truncate(k * d);
+            it.frames.features = f.into();
             it.frames.locations.truncate(k * 7);
             it.frames.num_boxes.truncate(1);
         }
@@ -54,7 +56,7 @@ fn write_dataset(dir: &Path) {
         .items
         .iter()
         .map(|it| {
-            serde_json::json!({"id": it.id, "caption": it.caption, "features": it.frames.features,
+            serde_json::json!({"id": it.id, "caption": it.caption, "features": it.frames.features.to_f32(),
                 "locations": it.frames.locations, "num_boxes": it.frames.num_boxes})
         })
         .collect();

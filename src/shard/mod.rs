@@ -1,14 +1,18 @@
 //! HDF5 shards: the one module that knows the layout (`schemas/shard-v1.md`,
 //! `schemas/shard-v2.md`, names in [`schema`]). [`ShardWriter`] appends items and commits atomically; [`ShardReader`] reads
-//! them back for `inspect`, `verify` and the trainer.
+//! them back for `inspect` and `verify`; [`ChunkReader`] reads the frame rows training needs,
+//! inflating outside the HDF5 lock.
 
 pub mod check;
+pub mod chunks;
 mod reader;
 pub mod schema;
+pub mod synthetic;
 mod writer;
 
 use std::path::{Path, PathBuf};
 
+pub use chunks::{Access, ChunkReader, FeatureRows, FrameRows};
 pub use reader::{FrameBlock, ShardReader};
 pub use writer::{ExtractedFrame, ExtractedItem, ShardWriter};
 

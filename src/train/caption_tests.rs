@@ -12,7 +12,7 @@ fn source() -> Arc<dyn RegionSource> {
         caption: caps.first().map(|c| c.to_string()).unwrap_or_default(),
         extra_captions: caps.iter().skip(1).map(|c| c.to_string()).collect(),
         frames: FrameBlock {
-            features: vec![0.0; 2],
+            features: vec![0.0; 2].into(),
             locations: vec![0.0; 7],
             num_boxes: vec![1],
         },

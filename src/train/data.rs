@@ -13,6 +13,7 @@ use anyhow::{ensure, Result};
 use crossbeam_channel::{bounded, Receiver};
 use tch::{Device, Kind, Tensor};
 
+pub use crate::shard::FeatureRows;
 use crate::train::config::{CaptionSampling, FrameSampling};
 use crate::train::model::TensorBatch;
 use crate::train::text::TextTokenizer;
@@ -23,8 +24,8 @@ pub const LOC_DIM: usize = 7;
 /// Region rows of some frames of one item.
 #[derive(Debug, Clone, Default)]
 pub struct FrameBlock {
-    /// `[n, K, D]`.
-    pub features: Vec<f32>,
+    /// `[n, K, D]`, in the type the source stores (f16 shards stay f16 until the device).
+    pub features: FeatureRows,
     /// `[n, K, 7]`.
     pub locations: Vec<f32>,
     /// `[n]` valid regions per frame.
@@ -138,10 +139,11 @@ impl RegionSource for MemorySource {
         let it = &self.items[i].frames;
         let (k, d) = (self.max_boxes, self.feature_dim);
         let mut out = FrameBlock::default();
+        out.features = FeatureRows::zeros(0, it.features.is_f16());
         for &f in frames {
             ensure!(f < it.num_boxes.len(), "frame {f} out of range");
             out.features
-                .extend_from_slice(&it.features[f * k * d..(f + 1) * k * d]);
+                .extend_from(&it.features, f * k * d..(f + 1) * k * d);
             out.locations
                 .extend_from_slice(&it.locations[f * k * LOC_DIM..(f + 1) * k * LOC_DIM]);
             out.num_boxes.push(it.num_boxes[f]);
@@ -412,7 +414,7 @@ pub fn sample_frames(nf: usize, n: usize, mode: FrameSampling, rng: &mut Rng) ->
 }
 
 /// A batch assembled on the host.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HostBatch {
     /// Items.
     pub b: usize,
@@ -424,11 +426,12 @@ pub struct HostBatch {
     pub d: usize,
     /// Text length (max over items).
     pub l: usize,
-    /// `[b, f, k, d]`.
-    pub features: Vec<f32>,
-    /// `[b, f, k, 7]`.
+    /// `[b, f, k, d]`: f16 when every item came from f16 rows (converted on the device).
+    /// Empty once [`HostBatch::pin`] has moved it to page-locked memory.
+    pub features: FeatureRows,
+    /// `[b, f, k, 7]` (empty once pinned).
     pub locations: Vec<f32>,
-    /// `[b, f, k]`.
+    /// `[b, f, k]` (empty once pinned).
     pub region_mask: Vec<f32>,
     /// `[b, l]`.
     pub ids: Vec<i64>,
@@ -440,6 +443,16 @@ pub struct HostBatch {
     pub items: Vec<usize>,
     /// Patch grid for grid data.
     pub grid_hw: Option<(usize, usize)>,
+    /// The three large arrays in page-locked memory (CUDA only), see [`HostBatch::pin`].
+    pinned: Option<Pinned>,
+}
+
+/// Page-locked copies of a batch's features, locations and region mask.
+#[derive(Debug)]
+struct Pinned {
+    features: Tensor,
+    locations: Tensor,
+    region_mask: Tensor,
 }
 
 /// How an epoch's items become batches.
@@ -478,17 +491,20 @@ pub fn assemble(
         .max()
         .unwrap_or(1);
     let b = items.len();
-    let mut features = vec![0f32; b * f * k * d];
+    // f16 rows stay f16 (half the bytes to copy and move); a mix is widened to f32.
+    let half = blocks.iter().all(|(blk, _)| blk.features.is_f16());
+    let mut features = FeatureRows::zeros(b * f * k * d, half);
     let mut locations = vec![0f32; b * f * k * LOC_DIM];
     let mut region_mask = vec![0f32; b * f * k];
     for (i, (blk, sk)) in blocks.iter().enumerate() {
         for (fi, &nb) in blk.num_boxes.iter().enumerate() {
             let nb = (nb as usize).min(*sk);
+            // The valid regions of a frame are consecutive rows on both sides.
+            let (dst, src) = ((i * f + fi) * k, fi * sk);
+            features.copy_from(dst * d, &blk.features, src * d..(src + nb) * d);
             for r in 0..nb {
                 let dst = (i * f + fi) * k + r;
                 let src = fi * sk + r;
-                features[dst * d..(dst + 1) * d]
-                    .copy_from_slice(&blk.features[src * d..(src + 1) * d]);
                 locations[dst * LOC_DIM..(dst + 1) * LOC_DIM]
                     .copy_from_slice(&blk.locations[src * LOC_DIM..(src + 1) * LOC_DIM]);
                 region_mask[dst] = 1.0;
@@ -519,6 +535,7 @@ pub fn assemble(
         word_mask,
         items: items.to_vec(),
         grid_hw: mix.grid_hw(),
+        pinned: None,
     })
 }
 
@@ -580,7 +597,36 @@ impl TokenBatch {
 }
 
 impl HostBatch {
-    /// Moves the batch to `device`.
+    /// Copies features, locations and region mask to page-locked memory (freeing the
+    /// vectors), so that [`HostBatch::to_device`] copies to a CUDA device asynchronously.
+    /// `device` names the accelerator (any CUDA device: pinned memory serves them all).
+    /// Reader threads call it when CUDA is available; on CPU it is not needed.
+    pub fn pin(&mut self, device: Device) -> Result<()> {
+        if self.pinned.is_some() {
+            return Ok(());
+        }
+        let feats = match &self.features {
+            FeatureRows::F16(v) => Tensor::from_slice(v),
+            FeatureRows::F32(v) => Tensor::from_slice(v),
+        };
+        self.pinned = Some(Pinned {
+            features: feats.f_pin_memory(device)?,
+            locations: Tensor::from_slice(&self.locations).f_pin_memory(device)?,
+            region_mask: Tensor::from_slice(&self.region_mask).f_pin_memory(device)?,
+        });
+        self.features = FeatureRows::zeros(0, self.features.is_f16());
+        self.locations = vec![];
+        self.region_mask = vec![];
+        Ok(())
+    }
+
+    /// Whether the batch is in page-locked memory.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.is_some()
+    }
+
+    /// Moves the batch to `device`; features become f32 there (after the copy, so f16 rows
+    /// cross the bus at half the size). From pinned memory the copy does not block the host.
     pub fn to_device(&self, device: Device) -> TensorBatch {
         let (b, f, k, d, l) = (
             self.b as i64,
@@ -589,16 +635,35 @@ impl HostBatch {
             self.d as i64,
             self.l as i64,
         );
-        let t = |v: &[f32], s: &[i64]| Tensor::from_slice(v).view(s).to_device(device);
+        let (features, locations, region_mask) = match &self.pinned {
+            Some(p) => {
+                let mv = |t: &Tensor| t.to_device_(device, t.kind(), true, false);
+                (mv(&p.features), mv(&p.locations), mv(&p.region_mask))
+            }
+            None => {
+                let feats = match &self.features {
+                    FeatureRows::F16(v) => Tensor::from_slice(v),
+                    FeatureRows::F32(v) => Tensor::from_slice(v),
+                };
+                let mv = |t: Tensor| t.to_device(device);
+                (
+                    mv(feats),
+                    mv(Tensor::from_slice(&self.locations)),
+                    mv(Tensor::from_slice(&self.region_mask)),
+                )
+            }
+        };
         TensorBatch {
-            features: t(&self.features, &[b, f, k, d]),
-            locations: t(&self.locations, &[b, f, k, LOC_DIM as i64]),
-            region_mask: t(&self.region_mask, &[b, f, k]),
+            features: features.view([b, f, k, d]).to_kind(Kind::Float),
+            locations: locations.view([b, f, k, LOC_DIM as i64]),
+            region_mask: region_mask.view([b, f, k]),
             ids: Tensor::from_slice(&self.ids).view([b, l]).to_device(device),
             attention_mask: Tensor::from_slice(&self.attention_mask)
                 .view([b, l])
                 .to_device(device),
-            word_mask: t(&self.word_mask, &[b, l]).to_kind(Kind::Float),
+            word_mask: Tensor::from_slice(&self.word_mask)
+                .view([b, l])
+                .to_device(device),
             grid_hw: self.grid_hw.map(|(h, w)| (h as i64, w as i64)),
         }
     }
@@ -635,6 +700,9 @@ impl Loader {
             order.len() / batch_size
         };
         let workers = workers.max(1);
+        // Batches for a GPU are handed over in page-locked memory (as PyTorch's
+        // `pin_memory=True`); pinning costs a copy the CPU does not need.
+        let pin = tch::Cuda::is_available().then_some(Device::Cuda(0));
         let mut receivers = vec![];
         let mut handles = vec![];
         for w in 0..workers {
@@ -646,7 +714,12 @@ impl Loader {
                 while bi < n_batches {
                     let lo = bi * batch_size;
                     let hi = (lo + batch_size).min(order.len());
-                    let r = assemble(&mix, &tok, &order[lo..hi], &spec);
+                    let r = assemble(&mix, &tok, &order[lo..hi], &spec).and_then(|mut hb| {
+                        if let Some(dev) = pin {
+                            hb.pin(dev)?;
+                        }
+                        Ok(hb)
+                    });
                     if tx.send((bi, r)).is_err() {
                         return;
                     }

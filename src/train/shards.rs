@@ -1,6 +1,7 @@
 //! [`RegionSource`] over regionfeat shards (`schemas/shard-v1.md`, `schemas/shard-v2.md`: region
 //! shards, and grid shards whose frames are `Hg·Wg` patch rows) through
-//! [`crate::shard::ShardReader`].
+//! [`crate::shard::ShardReader`] (checks) and a [`ChunkReader`] per shard (frame rows, inflated
+//! on the reader threads outside the HDF5 lock).
 //!
 //! Built for WebVid2.5M + CC3M scale (5.8M items in thousands of shards): the item tables (ids,
 //! every caption, frame ranges) are packed into a few flat arrays (about 20 bytes per item plus
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::shard::{ModelKind, ShardReader};
+use crate::shard::{ChunkReader, ModelKind, ShardReader};
 use crate::train::data::{FrameBlock, RegionSource, LOC_DIM};
 use crate::train::shard_cache::{ShardCache, DEFAULT_MAX_OPEN};
 
@@ -147,7 +148,7 @@ impl Tables {
 /// `index.jsonl`), or a single shard file.
 pub struct ShardSource {
     tables: Tables,
-    cache: ShardCache<ShardReader>,
+    cache: ShardCache<ChunkReader>,
     feature_dim: usize,
     max_boxes: usize,
     grid_hw: Option<(usize, usize)>,
@@ -204,10 +205,12 @@ fn check_dims(p: &Path, got: Dims, want: Dims) -> Result<()> {
 }
 
 /// Opens a shard for the cache, checking it against the dataset.
-fn open_checked(p: &Path, want: Dims) -> Result<ShardReader> {
+/// Checks a shard against the dataset's sizes, then opens its frame-row reader.
+fn open_checked(p: &Path, want: Dims) -> Result<ChunkReader> {
     let r = ShardReader::open(p)?;
     check_dims(p, dims_of(&r)?, want)?;
-    Ok(r)
+    drop(r);
+    Ok(ChunkReader::open(p)?)
 }
 
 impl ShardSource {
@@ -276,12 +279,12 @@ impl ShardSource {
             );
         }
         t.shrink();
-        let first = ShardReader::open(&paths[0])?;
-        let dims = dims_of(&first)?;
+        let first_path = paths[0].clone();
+        let dims = dims_of(&ShardReader::open(&first_path)?)?;
         let cache = ShardCache::new(paths, opts.max_open_shards, move |_, p| {
             open_checked(p, dims)
         });
-        cache.insert(0, first);
+        cache.insert(0, ChunkReader::open(&first_path)?);
         Ok(Self::from_parts(t, cache, dims))
     }
 
@@ -315,7 +318,7 @@ impl ShardSource {
         Ok(Self::from_parts(t, cache, dims))
     }
 
-    fn from_parts(tables: Tables, cache: ShardCache<ShardReader>, dims: Dims) -> Self {
+    fn from_parts(tables: Tables, cache: ShardCache<ChunkReader>, dims: Dims) -> Self {
         let (feature_dim, max_boxes, grid_hw) = dims;
         Self {
             tables,
@@ -382,39 +385,27 @@ impl RegionSource for ShardSource {
     }
     fn read_frames(&self, i: usize, frames: &[usize]) -> Result<FrameBlock> {
         let (start, count) = (self.tables.frame_start[i] as u64, self.tables.num_frames[i]);
-        let (Some(&lo), Some(&hi)) = (frames.iter().min(), frames.iter().max()) else {
-            return Ok(FrameBlock::default());
-        };
-        ensure!(
-            hi < count as usize,
-            "frame {hi} of item {} out of range",
-            self.tables.id(i)
-        );
+        if let Some(&hi) = frames.iter().max() {
+            ensure!(
+                hi < count as usize,
+                "frame {hi} of item {} out of range",
+                self.tables.id(i)
+            );
+        }
         let reader = self.cache.get(self.shard_of(i))?;
-        let (k, d) = (self.max_boxes, self.feature_dim);
-        let mut out = FrameBlock::default();
-        if self.grid_hw.is_some() {
-            let first = (start + lo as u64) as usize;
-            let grid = reader.read_grid_rows(first..first + hi - lo + 1)?;
-            for &f in frames {
-                let j = f - lo;
-                out.features
-                    .extend_from_slice(&grid[j * k * d..(j + 1) * k * d]);
-                out.num_boxes.push(k as u32);
-            }
-            out.locations = vec![0.0; frames.len() * k * LOC_DIM];
-            return Ok(out);
-        }
-        let blk = reader.read_frames(start + lo as u64, hi - lo + 1)?;
-        for &f in frames {
-            let j = f - lo;
-            out.features
-                .extend_from_slice(&blk.features[j * k * d..(j + 1) * k * d]);
-            out.locations
-                .extend_from_slice(&blk.locations[j * k * LOC_DIM..(j + 1) * k * LOC_DIM]);
-            out.num_boxes.push(blk.num_boxes[j]);
-        }
-        Ok(out)
+        let rows: Vec<u64> = frames.iter().map(|&f| start + f as u64).collect();
+        let got = reader.read_rows(&rows)?;
+        let locations = if self.grid_hw.is_some() {
+            // Grid rows have no boxes: the trainer ignores locations.
+            vec![0.0; frames.len() * self.max_boxes * LOC_DIM]
+        } else {
+            got.locations
+        };
+        Ok(FrameBlock {
+            features: got.features,
+            locations,
+            num_boxes: got.num_boxes,
+        })
     }
 }
 
@@ -481,7 +472,7 @@ mod tests {
             if src.shard_of(i) == 7 {
                 let e = &want[i];
                 let rows = direct.read_frames(e.frame_start + 1, 1).unwrap();
-                assert_eq!(blk.features, rows.features);
+                assert_eq!(blk.features.to_f32(), rows.features);
             }
         }
         assert!(src.open_stats().1 >= 30, "{:?}", src.open_stats());

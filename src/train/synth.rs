@@ -101,8 +101,9 @@ pub fn planted_from_sets(spec: &PlantedSpec, sets: &[Vec<usize>]) -> MemorySourc
         .iter()
         .enumerate()
         .map(|(i, ws)| {
+            let mut feats = vec![0.0f32; spec.frames * k * d];
             let mut fb = FrameBlock {
-                features: vec![0.0; spec.frames * k * d],
+                features: Default::default(),
                 locations: vec![0.0; spec.frames * k * LOC_DIM],
                 num_boxes: vec![0; spec.frames],
             };
@@ -125,7 +126,7 @@ pub fn planted_from_sets(spec: &PlantedSpec, sets: &[Vec<usize>]) -> MemorySourc
                 }
                 for (r, reg) in regs.iter().enumerate() {
                     let row = (f * k + r) * d;
-                    for (x, out) in fb.features[row..row + d].iter_mut().enumerate() {
+                    for (x, out) in feats[row..row + d].iter_mut().enumerate() {
                         let base = reg.map_or(0.0, |w| codes[w][x]);
                         let distract = if reg.is_none() {
                             rng.normal() as f32
@@ -142,6 +143,7 @@ pub fn planted_from_sets(spec: &PlantedSpec, sets: &[Vec<usize>]) -> MemorySourc
                 }
                 fb.num_boxes[f] = regs.len() as u32;
             }
+            fb.features = feats.into();
             MemoryItem {
                 extra_captions: vec![],
                 id: format!("item{i}"),
@@ -295,13 +297,14 @@ pub fn planted_grid_from_sets(
         .iter()
         .enumerate()
         .map(|(i, ws)| {
+            let mut feats = vec![0.0f32; spec.frames * p * d];
             let mut fb = FrameBlock {
-                features: vec![0.0; spec.frames * p * d],
+                features: Default::default(),
                 locations: vec![0.0; spec.frames * p * LOC_DIM],
                 num_boxes: vec![p as u32; spec.frames],
             };
             for f in 0..spec.frames {
-                let frame = &mut fb.features[f * p * d..(f + 1) * p * d];
+                let frame = &mut feats[f * p * d..(f + 1) * p * d];
                 for x in frame.iter_mut() {
                     *x = spec.noise * rng.normal() as f32;
                 }
@@ -319,6 +322,7 @@ pub fn planted_grid_from_sets(
                     }
                 }
             }
+            fb.features = feats.into();
             MemoryItem {
                 extra_captions: vec![],
                 id: format!("grid{i}"),

@@ -820,7 +820,7 @@ fn write_shards(src: &MemorySource, dir: &Path, per_shard: usize) {
         .items
         .iter()
         .map(|it| {
-            serde_json::json!({"id": it.id, "caption": it.caption, "features": it.frames.features,
+            serde_json::json!({"id": it.id, "caption": it.caption, "features": it.frames.features.to_f32(),
                 "locations": it.frames.locations, "num_boxes": it.frames.num_boxes})
         })
         .collect();
