@@ -37,10 +37,20 @@ fn check(spec: SyntheticShard, want: Access) {
             .map(|x| x.as_f64().unwrap())
             .collect()
     };
+    // Values pass through JSON text, whose float parsing is not bit-exact: compare to 1e-12.
+    let same = |ours: Vec<f64>, want: Vec<f64>, what: &str| {
+        assert_eq!(ours.len(), want.len(), "{what}: lengths");
+        for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                "{what}[{i}]: {a} vs h5py {b}"
+            );
+        }
+    };
     let ours: Vec<f64> = got.features.to_f32().iter().map(|&x| x as f64).collect();
-    assert_eq!(ours, floats(&want["features"]), "features");
+    same(ours, floats(&want["features"]), "features");
     let ours: Vec<f64> = got.locations.iter().map(|&x| x as f64).collect();
-    assert_eq!(ours, floats(&want["locations"]), "locations");
+    same(ours, floats(&want["locations"]), "locations");
     let nb: Vec<u64> = want["num_boxes"]
         .as_array()
         .unwrap()
