@@ -138,8 +138,10 @@ impl RegionSource for MemorySource {
     fn read_frames(&self, i: usize, frames: &[usize]) -> Result<FrameBlock> {
         let it = &self.items[i].frames;
         let (k, d) = (self.max_boxes, self.feature_dim);
-        let mut out = FrameBlock::default();
-        out.features = FeatureRows::zeros(0, it.features.is_f16());
+        let mut out = FrameBlock {
+            features: FeatureRows::zeros(0, it.features.is_f16()),
+            ..Default::default()
+        };
         for &f in frames {
             ensure!(f < it.num_boxes.len(), "frame {f} out of range");
             out.features

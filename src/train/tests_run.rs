@@ -79,7 +79,7 @@ fn evaluates_every_n_steps_keeps_the_best_and_the_newest_k_checkpoints() {
         assert_eq!(e.best, e.score > best_so_far, "step {}", e.step);
         best_so_far = best_so_far.max(e.score);
     }
-    let best = s.evals.iter().filter(|e| e.best).next_back().unwrap();
+    let best = s.evals.iter().rfind(|e| e.best).unwrap();
     let out = &cfg.output_dir;
     let best_state = checkpoint::load_state(&out.join("best")).unwrap();
     assert_eq!(best_state.step, best.step);
