@@ -30,7 +30,7 @@ gen() {
   rm -rf "$dir"; mkdir -p "$dir"
   local specs=("" "")
   for ((s = first; s < first + count; s++)); do
-    local j="{\"shard_id\":$s,\"items\":$items,\"frames\":[$lo,$hi],\"max_boxes\":30,\"grid_hw\":null,\"feature_dim\":2048,\"dtype\":\"F16\",\"compression\":{\"Gzip\":4},\"seed\":$s}"
+    local j="{\"shard_id\":$s,\"items\":$items,\"frames\":[$lo,$hi],\"max_boxes\":30,\"grid_hw\":null,\"feature_dim\":2048,\"dtype\":\"f16\",\"compression\":{\"Gzip\":4},\"seed\":$s}"
     local w=$(( s % 2 ))
     specs[$w]="${specs[$w]:+${specs[$w]},}$j"
   done
