@@ -28,15 +28,22 @@ fn decays(name: &str, t: &Tensor) -> bool {
     t.dim() >= 2 && !name.contains("embed") && !name.contains("cls_token") && !name.contains("norm")
 }
 
+/// Trainable variables of `vs` sorted by name: a fixed order (optimizer state, and the same
+/// order on every data-parallel rank).
+pub fn trainable_sorted(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
 impl AdamW {
     /// Creates zeroed state for every variable of `vs` (sorted by name).
     pub fn new(vs: &nn::VarStore, c: &OptimConfig) -> Self {
-        let mut vars: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let vars = trainable_sorted(vs);
         let exp_avg = vars.iter().map(|(_, t)| t.zeros_like()).collect();
         let exp_avg_sq = vars.iter().map(|(_, t)| t.zeros_like()).collect();
         let params = vars

@@ -199,13 +199,7 @@ pub fn backward_global(
 
 /// Trainable variables sorted by name: the same order on every rank.
 fn trainable(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut vars: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    vars
+    crate::train::optim::trainable_sorted(vs)
 }
 
 /// Elements per all-reduce bucket: large enough to amortize latency, small enough that the
