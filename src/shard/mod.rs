@@ -4,6 +4,7 @@
 //! inflating outside the HDF5 lock.
 
 pub mod check;
+mod chunk_index;
 pub mod chunks;
 mod reader;
 pub mod schema;
