@@ -82,7 +82,8 @@ for r in prof:
              "tokenize": r["tokenize_s"]}
     other = total - sum(parts.values())
     print(f"\nprofile, {r['frames']} frame(s), 1 thread: {r['samples_per_s']:.0f} samples/s, {total:.2f} s for {r['samples']} samples, "
-          f"{s['chunks']} chunks ({s['packed_bytes'] / 1e6:.0f} MB read, {s['plain_bytes'] / 1e6:.0f} MB inflated), {s['lookups']} look-ups")
+          f"{s['chunks']} chunks ({s['packed_bytes'] / 1e6:.0f} MB read, {s['plain_bytes'] / 1e6:.0f} MB inflated), "
+          f"{s['lookups']} look-ups in HDF5, {s.get('kept_hits', 0)} reads from chunks kept decoded")
     for name, v in list(parts.items()) + [("other (assembly, sampling, channel)", other)]:
         print(f"  {name:38s} {v:7.3f} s  {100 * v / total:5.1f}%  {1e6 * v / max(r['samples'], 1):8.1f} us/sample")
 EOF
