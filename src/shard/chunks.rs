@@ -9,10 +9,8 @@
 //! `grid_features`, `locations`, `num_boxes`) and keeps features in their stored type (f16
 //! stays f16).
 //!
-//! Random reads touch a new features chunk per sample (one frame row per chunk) but share the
-//! 64-row chunks of `locations` and `num_boxes` with dozens of other samples, so those two
-//! are kept decoded for as long as the reader lives (at most 844 bytes per frame row, about
-//! 1.7 MB for a 2,000-frame shard): without that, inflating them cost a fifth of a read.
+//! Chunks of `locations` and `num_boxes`, shared by dozens of random reads, stay decoded in a
+//! process-wide store with a byte budget ([`super::kept`]).
 //!
 //! A dataset whose storage it does not understand (a filter other than shuffle + deflate,
 //! compact layout, a non-native type, a user block) is read through HDF5 as before; the
@@ -27,7 +25,7 @@ use std::os::fd::FromRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Instant;
 
 use half::f16;
@@ -43,6 +41,7 @@ use hdf5_sys::h5p::H5P_DEFAULT;
 use ndarray::s;
 
 use super::chunk_index;
+use super::kept::{Kept, Slots, KEPT};
 use super::schema::{self, attr, frame};
 use super::{ModelKind, ShardError};
 
@@ -219,9 +218,9 @@ struct Column {
     offset: u64,
     /// Per chunk: `[address, size | mask << 32 | KNOWN]`, filled on first use.
     table: Vec<AtomicU64>,
-    /// Per chunk, its values unfiltered (value-major), kept after first use; empty for
-    /// columns not kept (features).
-    decoded: Vec<OnceLock<Box<[u8]>>>,
+    /// Per chunk, its values unfiltered (value-major) while kept; `None` for columns never
+    /// kept (features).
+    decoded: Option<Arc<Slots>>,
 }
 
 const KNOWN: u64 = 1 << 63;
@@ -287,6 +286,7 @@ pub struct ChunkReader {
     features: Column,
     locations: Option<Column>,
     num_boxes: Option<Column>,
+    kept: &'static Kept,
     // Declared last: HDF5 handles (and the borrowed descriptor) close after the columns.
     _file: File,
 }
@@ -395,6 +395,11 @@ impl ChunkReader {
     /// Opens a shard's frame-row datasets (checking the schema name and version, the model
     /// kind and that the datasets agree on T, K and D) and chooses how each is read.
     pub fn open(path: &Path) -> Result<Self, ShardError> {
+        Self::open_with(path, &KEPT)
+    }
+
+    /// [`Self::open`] keeping decoded chunks in `kept`.
+    fn open_with(path: &Path, kept: &'static Kept) -> Result<Self, ShardError> {
         let err = |e: String| ShardError::at(path, e);
         let file = File::open(path).map_err(|e| err(format!("cannot open as HDF5: {e}")))?;
         let text = |name: &str| -> Result<String, ShardError> {
@@ -507,6 +512,7 @@ impl ChunkReader {
             features,
             locations,
             num_boxes,
+            kept,
             _file: file,
         })
     }
@@ -739,14 +745,14 @@ impl ChunkReader {
         // Values in the (full-size, also at the dataset's end) chunk.
         let n = col.chunk_rows * re;
         let first = c * col.chunk_rows;
-        if let Some(slot) = col.decoded.get(c) {
-            let kept = match slot.get() {
+        if let Some(slots) = &col.decoded {
+            let kept = match Kept::get(slots, c) {
                 Some(kept) => {
                     stats::add(&stats::KEPT_HITS, 1);
                     kept
                 }
                 None => {
-                    let values = SCRATCH.with(|s| -> Result<Box<[u8]>, ShardError> {
+                    let values = SCRATCH.with(|s| -> Result<Arc<[u8]>, ShardError> {
                         let s = &mut *s.borrow_mut();
                         let shuffled = self.fetch_chunk(col, c, shuffle, deflate, s)?;
                         let t = stats::ON.load(Ordering::Relaxed).then(Instant::now);
@@ -757,11 +763,11 @@ impl ChunkReader {
                             values.copy_from_slice(&s.plain[..n * es]);
                         }
                         stats::add(&stats::UNSHUFFLE_NS, elapsed_ns(t));
-                        Ok(values.into_boxed_slice())
+                        Ok(values.into())
                     })?;
-                    // Another thread may have decoded it meanwhile: same bytes either way.
-                    let _ = slot.set(values);
-                    slot.get().expect("set above")
+                    // Another thread may keep the same chunk meanwhile: same bytes either way.
+                    self.kept.put(slots, c, values.clone());
+                    values
                 }
             };
             for (i, &r) in rows.iter().enumerate() {
@@ -942,7 +948,7 @@ impl Column {
             chunk_rows: 1,
             offset: 0,
             table: vec![],
-            decoded: vec![],
+            decoded: None,
         };
         if !direct || !native {
             return Ok(col);
@@ -976,7 +982,7 @@ impl Column {
                 let n_chunks = rows.div_ceil(chunk[0]);
                 col.table = (0..2 * n_chunks).map(|_| AtomicU64::new(0)).collect();
                 if keep_decoded {
-                    col.decoded = (0..n_chunks).map(|_| OnceLock::new()).collect();
+                    col.decoded = Some(Kept::slots(n_chunks));
                 }
                 col.access = Access::Chunked { shuffle, deflate };
             }
@@ -1075,17 +1081,48 @@ mod tests {
     }
 
     #[test]
-    fn small_columns_stay_decoded_and_features_do_not() {
-        let r = same_as_hdf5(&spec(4));
-        let kept = |c: &Column| c.decoded.iter().filter(|s| s.get().is_some()).count();
+    fn small_columns_stay_decoded_within_the_budget_and_features_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = spec(4).write(dir.path()).unwrap();
+        let kept = |c: &Column| {
+            let slots = c.decoded.as_ref().unwrap();
+            (0..slots.len())
+                .filter(|&i| Kept::get(slots, i).is_some())
+                .count()
+        };
+        let all: Vec<u64> = {
+            let r = ChunkReader::open(&path).unwrap();
+            (0..r.num_frame_rows() as u64).collect()
+        };
+        // A budget for everything: every chunk of the small columns stays, whole.
+        let r = ChunkReader::open_with(&path, Box::leak(Box::new(Kept::new(1 << 30)))).unwrap();
+        let first = r.read_rows(&all).unwrap();
         let (loc, nb) = (r.locations.as_ref().unwrap(), r.num_boxes.as_ref().unwrap());
-        // Every row was read, so every chunk of the small columns is kept, whole.
         assert_eq!(kept(loc), r.num_frame_rows().div_ceil(loc.chunk_rows));
         assert_eq!(kept(nb), r.num_frame_rows().div_ceil(nb.chunk_rows));
-        assert!(loc.decoded.iter().all(|s| s
-            .get()
-            .is_some_and(|v| v.len() == loc.chunk_rows * loc.row_elems * 4)));
-        assert!(r.features.decoded.is_empty());
+        assert_eq!(
+            Kept::get(loc.decoded.as_ref().unwrap(), 0).unwrap().len(),
+            loc.chunk_rows * loc.row_elems * 4
+        );
+        assert!(r.features.decoded.is_none());
+        // Read again from what is kept: the same rows.
+        assert_eq!(r.read_rows(&all).unwrap(), first);
+        // A budget of one locations chunk: at most one stays, reads stay right.
+        let one = loc.chunk_rows * loc.row_elems * 4;
+        let small = ChunkReader::open_with(&path, Box::leak(Box::new(Kept::new(one)))).unwrap();
+        assert_eq!(small.read_rows(&all).unwrap(), first);
+        let (loc, nb) = (
+            small.locations.as_ref().unwrap(),
+            small.num_boxes.as_ref().unwrap(),
+        );
+        let bytes = kept(loc) * one + kept(nb) * nb.chunk_rows * 4;
+        assert!(
+            bytes <= one && kept(loc) <= 1,
+            "{} + {}",
+            kept(loc),
+            kept(nb)
+        );
+        assert!(kept(nb) > 0);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod check;
 mod chunk_index;
 pub mod chunks;
+mod kept;
 mod reader;
 pub mod schema;
 pub mod synthetic;
