@@ -83,7 +83,8 @@ for r in prof:
     other = total - sum(parts.values())
     print(f"\nprofile, {r['frames']} frame(s), 1 thread: {r['samples_per_s']:.0f} samples/s, {total:.2f} s for {r['samples']} samples, "
           f"{s['chunks']} chunks ({s['packed_bytes'] / 1e6:.0f} MB read, {s['plain_bytes'] / 1e6:.0f} MB inflated), "
-          f"{s['lookups']} look-ups in HDF5, {s.get('kept_hits', 0)} reads from chunks kept decoded")
+          f"{s['lookups']} look-ups in HDF5, {s.get('kept_hits', 0)} reads from chunks kept decoded; "
+          f"opening a shard (serial, once per shard and process) {r.get('open_shard_ms', 0):.1f} ms")
     for name, v in list(parts.items()) + [("other (assembly, sampling, channel)", other)]:
         print(f"  {name:38s} {v:7.3f} s  {100 * v / total:5.1f}%  {1e6 * v / max(r['samples'], 1):8.1f} us/sample")
 EOF
