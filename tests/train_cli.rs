@@ -31,6 +31,10 @@ fn train_then_eval_on_the_sample_shards() {
     std::fs::write(&config, toml).unwrap();
     let o = regionfeat(&["train", "--config", path_str(&config), "--no-progress"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // On the CPU the measured peak is printed next to the estimate (BENCHMARKS.md).
+    for want in ["memory: estimate ", "memory: peak resident "] {
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    }
     let metrics = std::fs::read_to_string(ckpt.join("metrics.jsonl")).unwrap();
     let losses: Vec<f64> = metrics
         .lines()

@@ -19,6 +19,7 @@ use crate::train::text::TextModelConfig;
 use crate::train::video::VideoInput;
 
 const GIB: f64 = (1u64 << 30) as f64;
+const MIB: f64 = (1u64 << 20) as f64;
 
 /// Shapes of one micro-batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,10 +83,16 @@ impl Estimate {
 
 impl std::fmt::Display for Estimate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let g = |b: u64| b as f64 / GIB;
+        // MiB below 1 GiB, so a small config's terms do not all print as 0.00.
+        let (unit, div) = if (self.total() as f64) < GIB {
+            ("MiB", MIB)
+        } else {
+            ("GiB", GIB)
+        };
+        let g = |b: u64| b as f64 / div;
         write!(
             f,
-            "{:.2} GiB (weights {:.2} [{:.1}M parameters], gradients {:.2}, AdamW {:.2}, \
+            "{:.2} {unit} (weights {:.2} [{:.1}M parameters], gradients {:.2}, AdamW {:.2}, \
              activations {:.2}, loss {:.2}, transient {:.2})",
             g(self.total()),
             g(self.weights),
@@ -96,6 +103,65 @@ impl std::fmt::Display for Estimate {
             g(self.loss),
             g(self.transient)
         )
+    }
+}
+
+/// The measured counterpart of an [`Estimate`] on the CPU: resident memory of this process when
+/// training memory starts to be allocated, and the peak above it since.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resident {
+    /// `VmRSS` at the start, bytes.
+    pub start: u64,
+    /// Whether the kernel reset `VmHWM` at the start; when not, the peak may be one from before.
+    pub peak_reset: bool,
+}
+
+/// A `/proc/self/status` field in bytes.
+fn status_bytes(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+impl Resident {
+    /// Resets the peak (`5` to `/proc/self/clear_refs`, Linux ≥ 4.0) and reads `VmRSS`; None
+    /// without procfs.
+    pub fn start() -> Option<Self> {
+        let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        Some(Self {
+            start: status_bytes("VmRSS:")?,
+            peak_reset,
+        })
+    }
+
+    /// Peak resident bytes (`VmHWM`) above the start.
+    pub fn peak_growth(&self) -> Option<u64> {
+        Some(status_bytes("VmHWM:")?.saturating_sub(self.start))
+    }
+
+    /// One line comparing the peak growth with `est`.
+    pub fn report(&self, est: &Estimate) -> Option<String> {
+        let grown = self.peak_growth()?;
+        Some(format!(
+            "memory: peak resident {:.1} MiB above the {:.1} MiB at start{} (estimate {:.1} MiB, \
+             {:.2}x the measured)",
+            grown as f64 / MIB,
+            self.start as f64 / MIB,
+            if self.peak_reset {
+                ""
+            } else {
+                ", peak not reset: may include start-up"
+            },
+            est.total() as f64 / MIB,
+            est.total() as f64 / grown.max(1) as f64
+        ))
     }
 }
 
@@ -321,5 +387,43 @@ pub fn check(
             eprintln!("warning: {msg}");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_peak_counts_memory_touched_after_the_start() {
+        let r = Resident::start().expect("/proc/self/status");
+        // 64 MiB of non-zero bytes: every page written, so resident.
+        let buf = vec![1u8; 64 << 20];
+        std::hint::black_box(&buf);
+        let grown = r.peak_growth().unwrap();
+        // Other test threads may free memory meanwhile: a lower bound with slack.
+        assert!(grown >= 48 << 20, "peak grew {grown} bytes");
+        let line = r.report(&Estimate::default()).unwrap();
+        assert!(line.starts_with("memory: peak resident "), "{line}");
+    }
+
+    #[test]
+    fn estimate_prints_mib_below_one_gib() {
+        let small = Estimate {
+            weights: 300 << 20,
+            ..Default::default()
+        };
+        assert!(
+            small.to_string().starts_with("300.00 MiB (weights 300.00"),
+            "{small}"
+        );
+        let big = Estimate {
+            weights: 3 << 30,
+            ..Default::default()
+        };
+        assert!(
+            big.to_string().starts_with("3.00 GiB (weights 3.00"),
+            "{big}"
+        );
     }
 }

@@ -184,6 +184,12 @@ pub struct Trainer {
     dist: Option<Dist>,
     /// Step of the last evaluation of this process (no second one at the same step).
     last_eval: Option<u64>,
+    /// CPU: resident memory before the model was built, and the estimate, for the measured
+    /// peak reported after training.
+    resident: Option<(
+        crate::train::memory::Resident,
+        crate::train::memory::Estimate,
+    )>,
 }
 
 impl Trainer {
@@ -272,6 +278,10 @@ impl Trainer {
             cfg.model.text.lowercase,
         )?);
 
+        // Everything before this (libraries, shard index, tokenizer) is not in the estimate.
+        let resident = (device == Device::Cpu)
+            .then(crate::train::memory::Resident::start)
+            .flatten();
         tch::manual_seed(cfg.seed as i64);
         let (vs, model) = model::build(&cfg.model, &text_cfg, device, opts.init.is_none())?;
         if let Some(init) = &opts.init {
@@ -340,6 +350,7 @@ impl Trainer {
             total_steps,
             dist,
             last_eval: None,
+            resident: resident.map(|r| (r, est)),
         };
         let last = t.cfg.output_dir.join("last");
         if let Some(dir) = checkpoint::resolve(&last).filter(|_| opts.resume) {
@@ -727,6 +738,7 @@ impl Trainer {
                 self.save_periodic()?;
             }
             if opts.stop_after.is_some_and(|n| self.state.step >= n) {
+                self.report_memory();
                 self.save("last")?;
                 pb.finish_and_clear();
                 summary.state = self.state.clone();
@@ -734,10 +746,22 @@ impl Trainer {
             }
         }
         pb.finish_and_clear();
+        self.report_memory();
         self.eval_and_log(&mut metrics, &mut summary)?;
         self.save_periodic()?;
         summary.state = self.state.clone();
         Ok(summary)
+    }
+
+    /// CPU: prints the peak resident memory of training (before evaluation and checkpoints,
+    /// which the estimate does not cover) next to the estimate.
+    fn report_memory(&self) {
+        if !self.is_main() {
+            return;
+        }
+        if let Some(line) = self.resident.and_then(|(r, est)| r.report(&est)) {
+            eprintln!("{line}");
+        }
     }
 
     /// Evaluates on the validation set (if any, and not already at this step), logs an `eval`
