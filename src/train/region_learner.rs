@@ -52,7 +52,12 @@
 //!   public code's region tokens meet the ViT's final LayerNorm instead; without it the pooled
 //!   regions (a product of small projected patches and conv masks) are orders of magnitude
 //!   below those embeddings at initialization and training does not start.
-//! - Single process: no all-gather of the EMA statistics.
+//! - Data parallel: the counts and sums of an EMA update are summed over the processes and the
+//!   `data` init seeds from the gathered batch ([`CodebookSync`]), so every process keeps the
+//!   codes one process with the whole global batch would (`tests/train_dist.rs`); with
+//!   per-process statistics the codebooks of the ranks would drift apart.
+
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -182,6 +187,18 @@ impl RegionLearnerConfig {
     }
 }
 
+/// The collectives a data-parallel run lends the codebook, so that its EMA update (which runs
+/// inside the forward pass) uses the global batch. Called in the same order on every process.
+pub trait CodebookSync {
+    /// Sums `t` over the processes, in place.
+    fn sum(&self, t: &Tensor);
+    /// Every process's `t` (same trailing dims, any number of rows), concatenated along dim 0
+    /// in rank order: the global batch's rows in single-process order.
+    fn gather(&self, t: &Tensor) -> Tensor;
+    /// Process 0's `t`, in place on every process.
+    fn broadcast(&self, t: &Tensor);
+}
+
 /// The EMA codebook. Its state lives in the var store as non-trainable variables
 /// (`embed`, `cluster_size`, `embed_avg`, `updates`), so checkpoints hold it.
 pub struct Codebook {
@@ -192,6 +209,8 @@ pub struct Codebook {
     /// Assignments per code since the last [`Codebook::take_usage`] (not checkpointed).
     usage: Tensor,
     cfg: RegionLearnerConfig,
+    /// The data-parallel group's collectives (none in a single process).
+    sync: Option<Rc<dyn CodebookSync>>,
 }
 
 /// Output of [`Codebook::quantize`].
@@ -221,7 +240,13 @@ impl Codebook {
             updates: p.zeros_no_train("updates", &[1]),
             usage: Tensor::zeros([k], (Kind::Float, p.device())),
             cfg: cfg.clone(),
+            sync: None,
         }
+    }
+
+    /// Makes every EMA update use the statistics of all processes of a data-parallel run.
+    pub fn set_sync(&mut self, sync: Rc<dyn CodebookSync>) {
+        self.sync = Some(sync);
     }
 
     /// Codes `[K, C]`.
@@ -271,8 +296,15 @@ impl Codebook {
         tch::no_grad(|| {
             let u = self.updates() + 1;
             let g = self.cfg.decay_at(u);
-            let counts = onehot.sum_dim_intlist(0, false, Kind::Float);
-            let sums = onehot.tr().matmul(&z.detach());
+            let mut counts = onehot.sum_dim_intlist(0, false, Kind::Float);
+            let mut sums = onehot.tr().matmul(&z.detach());
+            if let Some(sync) = &self.sync {
+                // One collective for both: [K, 1 + C].
+                let both = Tensor::cat(&[counts.unsqueeze(1), sums], 1);
+                sync.sum(&both);
+                counts = both.select(1, 0);
+                sums = both.narrow(1, 1, both.size()[1] - 1);
+            }
             let n = &self.cluster_size * g + &counts * (1.0 - g);
             let m = &self.embed_avg * g + sums * (1.0 - g);
             let total = n.sum(Kind::Float);
@@ -292,7 +324,16 @@ impl Codebook {
     pub fn quantize(&self, z: &Tensor, update: bool) -> Quantized {
         let z = z.to_kind(Kind::Float);
         if update && self.cfg.init == CodebookInit::Data && self.updates() == 0 {
-            self.seed_from(&z);
+            match &self.sync {
+                None => self.seed_from(&z),
+                Some(sync) => {
+                    // Seeds drawn from the global batch by process 0 (whose random stream is
+                    // the single process's), then copied to the others.
+                    self.seed_from(&sync.gather(&z));
+                    sync.broadcast(&self.embed);
+                    tch::no_grad(|| self.embed_avg.shallow_clone().copy_(&self.embed));
+                }
+            }
         }
         let (indices, onehot) = self.assign(&z);
         if update {

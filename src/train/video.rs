@@ -280,6 +280,11 @@ impl VideoEncoder {
         self.region_learner.as_ref()
     }
 
+    /// The RegionLearner, to lend its codebook a data-parallel group.
+    pub fn region_learner_mut(&mut self) -> Option<&mut RegionLearner> {
+        self.region_learner.as_mut()
+    }
+
     /// Region input: `features [B, F, K, D]`, `locations [B, F, K, 7]`, `region_mask [B, F, K]`
     /// (float). Grid input: `features [B, F, Hg*Wg, D]` with `grid_hw`; locations and mask
     /// are ignored.
