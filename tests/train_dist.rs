@@ -185,10 +185,10 @@ fn two_ranks(config: &Path, outs: [&Path; 2], extra: &[&str]) -> [Output; 2] {
 /// Rounding of a gradient norm: f32 sums in another order.
 const GRAD_NORM_REL: f64 = 1e-5;
 
-/// RegionLearner's gradient norm is ill-conditioned (1,922 at step 1: its LayerNorm over the
-/// small pooled regions), so rounding grows over steps: one process on 1 vs 2 threads
-/// (OMP_NUM_THREADS) already differs by 2e-4 of it at step 5 while the losses agree to 1e-6.
-/// Without the codebook's synced statistics the loss itself is off by 1e-2 at step 1.
+/// RegionLearner's gradient norm is ill-conditioned (thousands at step 1: its LayerNorm over
+/// the small pooled regions), so rounding grows over steps: one process on 1 vs 2 threads
+/// (OMP_NUM_THREADS) differed by 2e-4 of it at step 5 while the losses agreed to 1e-6.
+/// Without the codebook's synced statistics the loss itself was off by 1e-2 at step 1.
 const GRAD_NORM_REL_REGIONLEARNER: f64 = 1e-3;
 
 const TERMS: [&str; 6] = [
@@ -200,7 +200,7 @@ const TERMS: [&str; 6] = [
     "grad_norm",
 ];
 
-/// Per logged step: (step, the values of [`TERMS`]).
+/// Per logged step: (step, the values of [`TERMS`]; NaN where not logged, as RWA off).
 fn step_logs(out: &Path) -> Vec<(u64, Vec<f64>)> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
@@ -208,7 +208,10 @@ fn step_logs(out: &Path) -> Vec<(u64, Vec<f64>)> {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|v| v.get("loss").is_some())
         .map(|v| {
-            let terms = TERMS.iter().map(|t| v[t].as_f64().unwrap()).collect();
+            let terms = TERMS
+                .iter()
+                .map(|t| v[t].as_f64().unwrap_or(f64::NAN))
+                .collect();
             (v["step"].as_u64().unwrap(), terms)
         })
         .collect()
@@ -252,8 +255,8 @@ fn assert_two_match_one(
     [one, r0]
 }
 
-/// Loss terms agree to 1e-5; the gradient norm (an f32 sum of squares over every parameter,
-/// 69 in the mixed run) to `grad_norm_rel` of itself.
+/// Loss terms agree to 1e-5 (of themselves above 1: f32 sums in another order); the gradient
+/// norm (a sum of squares over every parameter, 69 in the mixed run) to `grad_norm_rel`.
 fn assert_same_steps(
     got: &[(u64, Vec<f64>)],
     want: &[(u64, Vec<f64>)],
@@ -264,11 +267,15 @@ fn assert_same_steps(
     for ((sa, a), (sb, b)) in got.iter().zip(want) {
         assert_eq!(sa, sb, "{what}: step numbers");
         for ((x, y), t) in a.iter().zip(b).zip(TERMS) {
-            let tol = if t == "grad_norm" {
-                grad_norm_rel * y.abs().max(1.0)
+            if x.is_nan() && y.is_nan() {
+                continue; // logged by neither
+            }
+            let rel = if t == "grad_norm" {
+                grad_norm_rel
             } else {
                 1e-5
             };
+            let tol = rel * y.abs().max(1.0);
             assert!(
                 (x - y).abs() <= tol,
                 "{what}: step {sa} {t}: {x} vs {y} (diff {:.2e})",
@@ -374,12 +381,13 @@ fn field_per_step(out: &Path, field: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// 24 grid items of 2 frames (3×3 patches of 16 features each), by the real shard writer.
+/// 24 grid items of 1 or 2 frames (3×3 patches of 16 features each), by the real shard
+/// writer: the ranks pad frames differently from one process.
 fn write_grid_dataset(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     SyntheticShard {
         items: 24,
-        frames: (2, 2),
+        frames: (1, 2),
         grid_hw: Some((3, 3)),
         feature_dim: 16,
         dtype: FeatureDtype::F32,
@@ -390,13 +398,37 @@ fn write_grid_dataset(dir: &Path) {
     .unwrap();
 }
 
+/// The words of [`SyntheticShard`] captions (besides "a", "the", "of", which every tiny vocab
+/// has), so that grid items' captions tell them apart.
+const GRID_WORDS: [&str; 21] = [
+    "man", "woman", "dog", "is", "walking", "on", "beach", "at", "sunset", "with", "red", "car",
+    "driving", "through", "city", "street", "aerial", "view", "green", "forest", "slow",
+];
+
+/// The tiny text model of [`write_config`] with [`GRID_WORDS`] added to its vocabulary.
+fn write_grid_text_model(dir: &Path) {
+    synth::write_tiny_text_model(dir, 12, 32, 1, 4, TinyArch::Bert).unwrap();
+    let mut vocab = std::fs::read_to_string(dir.join("vocab.txt")).unwrap();
+    for w in GRID_WORDS {
+        vocab.push_str(w);
+        vocab.push('\n');
+    }
+    std::fs::write(dir.join("vocab.txt"), &vocab).unwrap();
+    let path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["vocab_size"] = vocab.lines().count().into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+}
+
 /// Two processes equal one in what a pre-training run sets beyond the plain case:
 /// 1. two datasets (24 and 12 items) taking turns 2:1 (`alternate`) in fixed-size epochs of 24
 ///    samples, the smaller dataset reshuffled when it runs out;
 /// 2. gradient accumulation: 2 micro-batches of a global 4 per step (each rank reads 2 items
 ///    per micro-batch), an epoch's 6 micro-batches making 3 steps;
-/// 3. RegionLearner on grid shards, with the data-seeded EMA codebook and the commitment term:
-///    its codes are updated from the global batch, so the codes used agree too.
+/// 3. RegionLearner on grid shards of 1- and 2-frame videos, with the data-seeded EMA codebook
+///    and the commitment term: its codes are updated from the global batch, so the codes used
+///    agree too, and padding frames count nowhere (a rank pads to its own longest video).
 #[test]
 fn two_gloo_processes_match_one_with_mixing_accumulation_and_regionlearner() {
     let dir = tempdir();
@@ -433,6 +465,7 @@ samples_per_epoch = 24"#,
     assert_eq!(field_per_step(&one, "samples")[0], 8);
 
     write_grid_dataset(&d.join("grid"));
+    write_grid_text_model(&d.join("text-grid"));
     let grid = variant(
         &config,
         "grid",
@@ -445,6 +478,21 @@ samples_per_epoch = 24"#,
                 ),
             ),
             ("[model.video]", "[model.video]\ninput = \"grid\""),
+            // RWA's mean-threshold refinement is a hard cut, and this model's gradient is
+            // ill-conditioned (norm 3,553 at step 1: its LayerNorm over small pooled regions),
+            // so the f32 rounding of the two runs reaches 1e-6 within a few steps. With
+            // λ = rwa_scale = 1 the word weights sit near their mean: a cut of margin 1.3e-7
+            // flipped at step 6 (measured), changing local_v2t by 3e-3. λ = 20 spreads them.
+            // And the rounding grows: after 4 steps it reaches 3e-6 of local_v2t (7.5e-6
+            // after 6), so 4 steps keep the 1e-5 comparison clear of it.
+            (
+                "[optim]",
+                "[loss]\nrwa_scale = 20.0\n[optim]\nmax_steps = 4",
+            ),
+            (
+                &format!(r#"dir = "{}/text""#, d.display()),
+                &format!(r#"dir = "{}/text-grid""#, d.display()),
+            ),
             (
                 "max_frames = 2",
                 "max_frames = 2\n[model.video.region_learner]\ncodebook_size = 16\nregions = 2\n\
@@ -452,7 +500,7 @@ samples_per_epoch = 24"#,
             ),
         ],
     );
-    let [one, r0] = assert_two_match_one(d, &grid, "regionlearner", 6, GRAD_NORM_REL_REGIONLEARNER);
+    let [one, r0] = assert_two_match_one(d, &grid, "regionlearner", 4, GRAD_NORM_REL_REGIONLEARNER);
     // The codes in use are counted over the global batch; a per-rank codebook would differ.
     let codes = field_per_step(&one, "codes_used");
     assert!(codes.iter().all(|c| c.as_u64().is_some()), "{codes:?}");

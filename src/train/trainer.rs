@@ -623,7 +623,9 @@ impl Trainer {
                     s.check()?;
                 }
                 if let Some(d) = &self.dist {
-                    let commitment = learned.as_ref().map(|l| (&l.commitment, commitment_weight));
+                    let commitment = learned
+                        .as_ref()
+                        .map(|l| (&l.commitment, commitment_weight, l.real_tokens));
                     let g = dist::shard::backward_global(
                         &d.pg,
                         &emb,
