@@ -52,7 +52,12 @@
 //!   public code's region tokens meet the ViT's final LayerNorm instead; without it the pooled
 //!   regions (a product of small projected patches and conv masks) are orders of magnitude
 //!   below those embeddings at initialization and training does not start.
-//! - Single process: no all-gather of the EMA statistics.
+//! - Data parallel: the counts and sums of an EMA update are summed over the processes and the
+//!   `data` init seeds from the gathered batch ([`CodebookSync`]), so every process keeps the
+//!   codes one process with the whole global batch would (`tests/train_dist.rs`); with
+//!   per-process statistics the codebooks of the ranks would drift apart.
+
+use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -182,6 +187,18 @@ impl RegionLearnerConfig {
     }
 }
 
+/// The collectives a data-parallel run lends the codebook, so that its EMA update (which runs
+/// inside the forward pass) uses the global batch. Called in the same order on every process.
+pub trait CodebookSync {
+    /// Sums `t` over the processes, in place.
+    fn sum(&self, t: &Tensor);
+    /// Every process's `t` (same trailing dims, any number of rows), concatenated along dim 0
+    /// in rank order: the global batch's rows in single-process order.
+    fn gather(&self, t: &Tensor) -> Tensor;
+    /// Process 0's `t`, in place on every process.
+    fn broadcast(&self, t: &Tensor);
+}
+
 /// The EMA codebook. Its state lives in the var store as non-trainable variables
 /// (`embed`, `cluster_size`, `embed_avg`, `updates`), so checkpoints hold it.
 pub struct Codebook {
@@ -192,6 +209,8 @@ pub struct Codebook {
     /// Assignments per code since the last [`Codebook::take_usage`] (not checkpointed).
     usage: Tensor,
     cfg: RegionLearnerConfig,
+    /// The data-parallel group's collectives (none in a single process).
+    sync: Option<Rc<dyn CodebookSync>>,
 }
 
 /// Output of [`Codebook::quantize`].
@@ -200,8 +219,10 @@ pub struct Quantized {
     pub tokens: Tensor,
     /// Chosen code per token `[N]` (i64).
     pub indices: Tensor,
-    /// ‖z − sg(e)‖² averaged over tokens and channels.
+    /// ‖z − sg(e)‖² averaged over the real tokens and channels.
     pub commitment: Tensor,
+    /// Real tokens (not of padding frames): what `commitment` averages over.
+    pub real_tokens: i64,
 }
 
 impl Codebook {
@@ -221,7 +242,13 @@ impl Codebook {
             updates: p.zeros_no_train("updates", &[1]),
             usage: Tensor::zeros([k], (Kind::Float, p.device())),
             cfg: cfg.clone(),
+            sync: None,
         }
+    }
+
+    /// Makes every EMA update use the statistics of all processes of a data-parallel run.
+    pub fn set_sync(&mut self, sync: Rc<dyn CodebookSync>) {
+        self.sync = Some(sync);
     }
 
     /// Codes `[K, C]`.
@@ -271,8 +298,15 @@ impl Codebook {
         tch::no_grad(|| {
             let u = self.updates() + 1;
             let g = self.cfg.decay_at(u);
-            let counts = onehot.sum_dim_intlist(0, false, Kind::Float);
-            let sums = onehot.tr().matmul(&z.detach());
+            let mut counts = onehot.sum_dim_intlist(0, false, Kind::Float);
+            let mut sums = onehot.tr().matmul(&z.detach());
+            if let Some(sync) = &self.sync {
+                // One collective for both: [K, 1 + C].
+                let both = Tensor::cat(&[counts.unsqueeze(1), sums], 1);
+                sync.sum(&both);
+                counts = both.select(1, 0);
+                sums = both.narrow(1, 1, both.size()[1] - 1);
+            }
             let n = &self.cluster_size * g + &counts * (1.0 - g);
             let m = &self.embed_avg * g + sums * (1.0 - g);
             let total = n.sum(Kind::Float);
@@ -288,23 +322,48 @@ impl Codebook {
 
     /// Quantizes `z [N, C]`; with `update` (training), first applies one EMA update from this
     /// batch's assignments (seeding the codes first under the `data` init), then quantizes
-    /// with the updated codes, as the public quantizer does.
-    pub fn quantize(&self, z: &Tensor, update: bool) -> Quantized {
+    /// with the updated codes, as the public quantizer does. `real [N]` (1 = real, 0 = a token
+    /// of a padding frame; absent: all real) keeps padding out of the codebook's statistics and
+    /// the commitment term, so a video's codes do not depend on the frames of its batchmates.
+    pub fn quantize(&self, z: &Tensor, update: bool, real: Option<&Tensor>) -> Quantized {
         let z = z.to_kind(Kind::Float);
+        let real_z = real.map(|r| z.index_select(0, &r.gt(0.5).nonzero().squeeze_dim(1)));
+        let real_z = real_z.as_ref().unwrap_or(&z);
         if update && self.cfg.init == CodebookInit::Data && self.updates() == 0 {
-            self.seed_from(&z);
+            match &self.sync {
+                None => self.seed_from(real_z),
+                Some(sync) => {
+                    // Seeds drawn from the global batch by process 0 (whose random stream is
+                    // the single process's), then copied to the others.
+                    self.seed_from(&sync.gather(real_z));
+                    sync.broadcast(&self.embed);
+                    tch::no_grad(|| self.embed_avg.shallow_clone().copy_(&self.embed));
+                }
+            }
         }
         let (indices, onehot) = self.assign(&z);
         if update {
-            self.ema_update(&z, &onehot);
+            match real {
+                Some(r) => self.ema_update(&z, &(&onehot * r.unsqueeze(1))),
+                None => self.ema_update(&z, &onehot),
+            }
         }
         let q = onehot.matmul(&self.embed.detach());
-        let commitment = (&z - &q).pow_tensor_scalar(2).mean(Kind::Float);
+        let sq = (&z - &q).pow_tensor_scalar(2);
+        let (commitment, real_tokens) = match real {
+            Some(r) => {
+                let n = real_z.size()[0];
+                let per_token = sq.mean_dim(1, false, Kind::Float);
+                ((per_token * r).sum(Kind::Float) / n.max(1) as f64, n)
+            }
+            None => (sq.mean(Kind::Float), z.size()[0]),
+        };
         let tokens = &z + (&q - &z).detach();
         Quantized {
             tokens,
             indices,
             commitment,
+            real_tokens,
         }
     }
 
@@ -388,6 +447,8 @@ pub struct RegionLearnerOutput {
     pub indices: Tensor,
     /// Commitment term (unweighted).
     pub commitment: Tensor,
+    /// Real patch tokens the commitment averages over.
+    pub real_tokens: i64,
 }
 
 impl RegionLearner {
@@ -434,18 +495,24 @@ impl RegionLearner {
     }
 
     /// `z [B*T, Hg*Wg, C]` patch tokens of `b` videos of `t` frames → regions.
+    /// `real_frames [B*T]` (1 = real, 0 = padding of a video with fewer frames; absent: all
+    /// real) keeps padding frames out of the codebook and of the interaction's keys.
     /// EMA updates happen only when `ctx.train`.
     pub fn forward(
         &self,
         z: &Tensor,
         grid_hw: (i64, i64),
         t: i64,
+        real_frames: Option<&Tensor>,
         ctx: Ctx,
     ) -> RegionLearnerOutput {
         let (bt, p, c) = z.size3().expect("z [BT,P,C]");
         let (h, w) = grid_hw;
         assert_eq!(p, h * w, "grid {h}x{w} does not match {p} patches");
-        let q = self.codebook.quantize(&z.view([bt * p, c]), ctx.train);
+        let real_tokens = real_frames.map(|r| r.unsqueeze(1).expand([bt, p], false).reshape([-1]));
+        let q = self
+            .codebook
+            .quantize(&z.view([bt * p, c]), ctx.train, real_tokens.as_ref());
         let x = q
             .tokens
             .view([bt, p, c])
@@ -455,10 +522,17 @@ impl RegionLearner {
         let (regions, masks) = aggregate(&x, &self.agg_weight, &self.agg_bias);
         let s = self.config.regions;
         let mut r = regions.view([bt / t, t * s, c]);
-        let all = Tensor::ones([1, 1, 1, 1], (Kind::Bool, r.device()));
+        let keys = match real_frames {
+            Some(rf) => rf
+                .gt(0.5)
+                .view([bt / t, t, 1])
+                .expand([bt / t, t, s], false)
+                .reshape([bt / t, 1, 1, t * s]),
+            None => Tensor::ones([1, 1, 1, 1], (Kind::Bool, r.device())),
+        };
         for l in &self.interaction {
             let qkv = layers::apply_linear(&l.qkv, &r, ctx).chunk(3, -1);
-            let a = layers::attention(&qkv[0], &qkv[1], &qkv[2], l.heads, &all, 0.0, ctx);
+            let a = layers::attention(&qkv[0], &qkv[1], &qkv[2], l.heads, &keys, 0.0, ctx);
             r = layers::apply_linear(&l.proj, &a, ctx).to_kind(Kind::Float);
         }
         RegionLearnerOutput {
@@ -466,6 +540,7 @@ impl RegionLearner {
             masks,
             indices: q.indices.view([bt, p]),
             commitment: q.commitment,
+            real_tokens: q.real_tokens,
         }
     }
 }

@@ -65,7 +65,7 @@ fn quantize_ema_update_and_aggregation_match_numpy_reference() {
         let weight = randn(&[s, c, 3, 3], &mut rng) * 0.3;
         let bias = randn(&[s], &mut rng);
 
-        let q = cb.quantize(&z, update);
+        let q = cb.quantize(&z, update, None);
         let x = q
             .tokens
             .view([n, h * w, c])
@@ -180,7 +180,7 @@ fn straight_through_gradient_and_data_init() {
     let z = Tensor::from_slice(&rows)
         .view([2, 6, 8])
         .set_requires_grad(true);
-    let out = rl.forward(&z, (3, 2), 1, Ctx::train());
+    let out = rl.forward(&z, (3, 2), 1, None, Ctx::train());
     // Data init: K = N, so every token seeds a code; after one update every code still sits
     // on its cluster center.
     let (codes, _, _) = rl.codebook.state();

@@ -6,6 +6,7 @@
 //! (metrics), so a multi-process run can let one process write.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -182,6 +183,8 @@ pub struct Trainer {
     total_steps: u64,
     /// Data-parallel group when launched by torchrun / SLURM with several processes.
     dist: Option<Dist>,
+    /// The RegionLearner codebook's collectives (data parallel with RegionLearner).
+    codebook_sync: Option<Rc<dist::codebook::GroupSync>>,
     /// Step of the last evaluation of this process (no second one at the same step).
     last_eval: Option<u64>,
     /// CPU: resident memory before the model was built, and the estimate, for the measured
@@ -283,7 +286,15 @@ impl Trainer {
             .then(crate::train::memory::Resident::start)
             .flatten();
         tch::manual_seed(cfg.seed as i64);
-        let (vs, model) = model::build(&cfg.model, &text_cfg, device, opts.init.is_none())?;
+        let (vs, mut model) = model::build(&cfg.model, &text_cfg, device, opts.init.is_none())?;
+        let codebook_sync = match (&dist, model.video.region_learner_mut()) {
+            (Some(d), Some(rl)) => {
+                let sync = Rc::new(dist::codebook::GroupSync::new(d.pg.clone()));
+                rl.codebook.set_sync(sync.clone());
+                Some(sync)
+            }
+            _ => None,
+        };
         if let Some(init) = &opts.init {
             let missing =
                 checkpoint::load_weights(&vs, &init.join(checkpoint::files::MODEL), false)?;
@@ -349,6 +360,7 @@ impl Trainer {
             steps_per_epoch,
             total_steps,
             dist,
+            codebook_sync,
             last_eval: None,
             resident: resident.map(|r| (r, est)),
         };
@@ -618,8 +630,13 @@ impl Trainer {
                 );
                 let batch = hb.to_device(self.device);
                 let (emb, learned) = self.model.forward_full(&batch, ctx);
+                if let Some(s) = &self.codebook_sync {
+                    s.check()?;
+                }
                 if let Some(d) = &self.dist {
-                    let commitment = learned.as_ref().map(|l| (&l.commitment, commitment_weight));
+                    let commitment = learned
+                        .as_ref()
+                        .map(|l| (&l.commitment, commitment_weight, l.real_tokens));
                     let g = dist::shard::backward_global(
                         &d.pg,
                         &emb,

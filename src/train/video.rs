@@ -213,6 +213,20 @@ pub struct LearnedRegions {
     pub indices: Tensor,
     /// Commitment term (unweighted).
     pub commitment: Tensor,
+    /// Real patch tokens the commitment averages over (not those of padding frames).
+    pub real_tokens: i64,
+}
+
+/// `[B, F]`: 1 for a real frame, 0 for a padding frame of a video with fewer frames than its
+/// batch. The batch marks every patch of a real grid frame as a real region; a mask of another
+/// shape (none given) counts every frame as real.
+fn real_frames(region_mask: &Tensor, b: i64, f: i64) -> Tensor {
+    let s = region_mask.size();
+    if s.len() == 3 && s[0] == b && s[1] == f && s[2] > 0 {
+        region_mask.select(2, 0).gt(0.5).to_kind(Kind::Float)
+    } else {
+        Tensor::ones([b, f], (Kind::Float, region_mask.device()))
+    }
 }
 
 /// The video encoder.
@@ -280,6 +294,11 @@ impl VideoEncoder {
         self.region_learner.as_ref()
     }
 
+    /// The RegionLearner, to lend its codebook a data-parallel group.
+    pub fn region_learner_mut(&mut self) -> Option<&mut RegionLearner> {
+        self.region_learner.as_mut()
+    }
+
     /// Region input: `features [B, F, K, D]`, `locations [B, F, K, 7]`, `region_mask [B, F, K]`
     /// (float). Grid input: `features [B, F, Hg*Wg, D]` with `grid_hw`; locations and mask
     /// are ignored.
@@ -307,6 +326,9 @@ impl VideoEncoder {
                 (x, region_mask.shallow_clone(), None)
             }
             VideoInput::Grid => {
+                // Padding frames stay out of attention, RWA and the codebook, as padded regions
+                // do: otherwise a video's embedding would depend on its batchmates' frames.
+                let real = real_frames(region_mask, b, f);
                 match (&self.region_learner, &self.slot_embed, &self.region_norm) {
                     (Some(rl), Some(slot), Some(norm)) => {
                         let p = features.size()[2];
@@ -314,18 +336,19 @@ impl VideoEncoder {
                         let z = layers::apply_linear(&self.feature_embed, features, ctx)
                             .to_kind(Kind::Float)
                             .view([b * f, p, d]);
-                        let out = rl.forward(&z, hw, f, ctx);
+                        let out = rl.forward(&z, hw, f, Some(&real.view([b * f])), ctx);
                         let s = rl.config.regions;
                         // Pooled regions are products of small terms (projected patches × conv
                         // masks): normalize them before the slot and temporal embeddings are
                         // added, or those drown the content.
                         let r = layers::apply_ln(norm, &out.regions.view([b, f, s, d]));
                         let x = r + slot.view([1, 1, s, d]) + temporal;
-                        let mask = Tensor::ones([b, f, s], (Kind::Float, dev));
+                        let mask = real.unsqueeze(2).expand([b, f, s], false).contiguous();
                         let learned = LearnedRegions {
                             masks: out.masks,
                             indices: out.indices,
                             commitment: out.commitment,
+                            real_tokens: out.real_tokens,
                         };
                         (x, mask, Some(learned))
                     }
@@ -334,7 +357,7 @@ impl VideoEncoder {
                         let x = layers::apply_linear(&self.feature_embed, &mean, ctx)
                             .to_kind(Kind::Float)
                             + temporal;
-                        (x, Tensor::ones([b, f, 1], (Kind::Float, dev)), None)
+                        (x, real.unsqueeze(2), None)
                     }
                 }
             }

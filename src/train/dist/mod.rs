@@ -4,12 +4,15 @@
 //! They meet at rank 0's TCPStore and form a Gloo (CPU) or NCCL (CUDA) process group
 //! ([`group`], through `c10d_shim.cpp`). Each rank reads its slice of every global batch
 //! ([`shard::rank_slice`]); the losses see the whole global batch through gathered embeddings
-//! and gradients are summed ([`shard`]). Rank 0 writes checkpoints and logs.
+//! and gradients are summed ([`shard`]); a RegionLearner codebook sums its EMA statistics
+//! ([`codebook`]). Rank 0 writes checkpoints and logs.
 
+pub mod codebook;
 pub mod group;
 pub mod launch;
 pub mod shard;
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -22,8 +25,8 @@ pub use launch::Launch;
 pub struct Dist {
     /// Who this process is.
     pub launch: Launch,
-    /// The process group.
-    pub pg: ProcessGroup,
+    /// The process group (shared with the RegionLearner codebook's [`codebook::GroupSync`]).
+    pub pg: Rc<ProcessGroup>,
 }
 
 /// How long collectives (and the rendezvous) wait for the slowest rank:
@@ -84,7 +87,7 @@ impl Dist {
                 launch.world_size
             );
         }
-        let pg = ProcessGroup::new(
+        let pg = Rc::new(ProcessGroup::new(
             Backend::for_device(device),
             &launch.master_addr,
             launch.master_port,
@@ -92,7 +95,7 @@ impl Dist {
             launch.world_size,
             timeout()?,
             device,
-        )?;
+        )?);
         Ok(Self { launch, pg })
     }
 

@@ -78,11 +78,12 @@ fn grad_or_zeros(t: &Tensor) -> Tensor {
 
 /// Forward losses over the gathered global batch and backward for this rank's samples (see the
 /// module docs); parameter gradients are left for [`all_reduce_grads`] to sum. `commitment` is
-/// the rank's local `(term, weight)`; `scale` multiplies the backward (1 / grad_accum).
+/// the rank's local `(term, weight, tokens it averages over)`; `scale` multiplies the backward
+/// (1 / grad_accum).
 pub fn backward_global(
     pg: &ProcessGroup,
     emb: &Embeddings,
-    commitment: Option<(&Tensor, f64)>,
+    commitment: Option<(&Tensor, f64, i64)>,
     spec: &LossSpec,
     scale: f64,
 ) -> Result<GlobalTerms> {
@@ -162,10 +163,15 @@ pub fn backward_global(
         surrogate += (&emb.regions * mine(2).narrow(1, 0, n_local)).sum(Kind::Float);
         surrogate += (&emb.words * mine(3).narrow(1, 0, l_local)).sum(Kind::Float);
     }
-    let share = b as f64 / global as f64;
     let mut commit_value = 0.0;
     let mut commit_total = 0.0;
-    if let Some((c, w)) = commitment {
+    if let Some((c, w, tokens)) = commitment {
+        // The global mean over every rank's tokens: ranks may hold different numbers of real
+        // tokens (padding frames are left out).
+        let all = Tensor::from_slice(&[tokens as f64]).to_device(dev);
+        pg.all_reduce(&all, ReduceOp::Sum)
+            .context("summing commitment tokens")?;
+        let share = tokens as f64 / all.double_value(&[0]).max(1.0);
         commit_value = c.double_value(&[]) * share;
         commit_total = commit_value * w;
         if w > 0.0 {
