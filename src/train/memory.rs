@@ -37,18 +37,29 @@ pub struct Workload {
     pub text_len: i64,
     /// Linears run in bf16 (CUDA with `optim.bf16`): bf16 copies of weights and inputs.
     pub bf16: bool,
+    /// Data-parallel processes sharing `data.batch_size` (1: none).
+    pub processes: i64,
 }
 
 impl Workload {
-    /// The workload of `cfg` on data with `regions_per_frame` regions (or patches) per frame.
-    pub fn of(cfg: &TrainConfig, regions_per_frame: usize, device: Device) -> Self {
+    /// The workload of one of `processes` data-parallel processes running `cfg` on data with
+    /// `regions_per_frame` regions (or patches) per frame: `data.batch_size` is the global
+    /// micro-batch, so each process holds its share and contrasts it with the whole batch
+    /// (negatives are gathered).
+    pub fn of(
+        cfg: &TrainConfig,
+        regions_per_frame: usize,
+        device: Device,
+        processes: usize,
+    ) -> Self {
         Self {
-            batch: cfg.data.batch_size as i64,
+            batch: (cfg.data.batch_size / processes.max(1)).max(1) as i64,
             contrast: cfg.data.batch_size as i64,
             frames: cfg.data.frames as i64,
             regions_per_frame: regions_per_frame as i64,
             text_len: cfg.data.max_text_len as i64,
             bf16: cfg.optim.bf16 && device.is_cuda(),
+            processes: processes.max(1) as i64,
         }
     }
 }
@@ -359,15 +370,22 @@ pub fn check(
     let accum = cfg.optim.grad_accum;
     let advice = match fit {
         Some((b, e)) => {
-            // Keep the optimizer batch: B·accum samples per step.
-            let want = w.batch as usize * accum;
-            let new_accum = want.div_ceil(b as usize);
+            // `b` is one process's share; data.batch_size is the global micro-batch. Keep the
+            // optimizer batch: batch_size·accum samples per step.
+            let global = b as usize * w.processes as usize;
+            let want = cfg.data.batch_size * accum;
+            let new_accum = want.div_ceil(global);
+            let per = if w.processes > 1 {
+                format!(" ({b} per process)")
+            } else {
+                String::new()
+            };
             format!(
-                "data.batch_size = {b} fits ({:.2} GiB); with optim.grad_accum = {new_accum} an \
-                 optimizer step still sees {} samples (contrastive negatives come from each \
-                 micro-batch only)",
+                "data.batch_size = {global}{per} fits ({:.2} GiB); with optim.grad_accum = \
+                 {new_accum} an optimizer step still sees {} samples (contrastive negatives \
+                 come from each micro-batch only)",
                 e.total() as f64 / GIB,
-                b as usize * new_accum
+                global * new_accum
             )
         }
         None => "even data.batch_size = 2 does not fit: lower data.frames or data.max_text_len, \

@@ -324,11 +324,17 @@ fn memory_estimate_counts_parameters_and_refuses_a_config_that_cannot_fit() {
         super::text::TextModelConfig::from_file(&cfg.model.text.config_path().unwrap()).unwrap();
     let (vs, _) = super::model::build(&cfg.model, &text, tch::Device::Cpu, false).unwrap();
     let numel: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
-    let w = Workload::of(&cfg, 8, tch::Device::Cpu);
+    let w = Workload::of(&cfg, 8, tch::Device::Cpu, 1);
     assert_eq!(w.batch, 16);
+    // Data parallel: each of 4 processes holds a quarter and contrasts with all 16.
+    let w4 = Workload::of(&cfg, 8, tch::Device::Cpu, 4);
+    assert_eq!((w4.batch, w4.contrast, w4.processes), (4, 16, 4));
+    let e4 = memory::estimate(&cfg, &text, &vs, &w4);
     assert!(!w.bf16, "bf16 is CUDA-only");
     let e = memory::estimate(&cfg, &text, &vs, &w);
     assert_eq!(e.params as i64, numel);
+    assert_eq!((4 * e4.activations, e4.weights), (e.activations, e.weights));
+    assert!(e4.loss * 4 <= e.loss + 64 && e4.loss * 4 + 64 >= e.loss);
     assert_eq!(e.weights, 4 * e.params);
     assert_eq!(e.optimizer, 2 * e.grads);
     // Activations grow with the batch, the RWA loss with batch × contrast.

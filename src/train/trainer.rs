@@ -304,7 +304,8 @@ impl Trainer {
                 missing.len()
             );
         }
-        let workload = crate::train::memory::Workload::of(&cfg, mix.max_boxes(), device);
+        let processes = dist.as_ref().map_or(1, |d| d.launch.world_size);
+        let workload = crate::train::memory::Workload::of(&cfg, mix.max_boxes(), device, processes);
         let est = crate::train::memory::estimate(&cfg, &text_cfg, &vs, &workload);
         crate::train::memory::check(&cfg, &text_cfg, &est, &workload, device, free)?;
         let opt = AdamW::new(&vs, &cfg.optim);
