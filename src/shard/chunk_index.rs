@@ -42,7 +42,6 @@ pub(super) struct ChunkIndex {
     pub levels: u8,
 }
 
-const UNDEF: u64 = u64::MAX;
 const MSG_LAYOUT: u16 = 0x0008;
 const MSG_CONTINUATION: u16 = 0x0010;
 /// Bounds against a corrupt file sending the walk in circles.
@@ -66,9 +65,8 @@ pub(super) fn read(
     chunk_rows: u64,
     rows: u64,
 ) -> Option<ChunkIndex> {
-    let r = Reader { file };
     // Superblock versions 0/1 keep the sizes of offsets and lengths at bytes 13/14, 2/3 at 9/10.
-    let sb = r.bytes(0, 16)?;
+    let sb = bytes(file, 0, 16)?;
     if &sb[..8] != b"\x89HDF\r\n\x1a\n" {
         return None;
     }
@@ -80,13 +78,13 @@ pub(super) fn read(
     if (offsets, lengths) != (8, 8) {
         return None;
     }
-    let (root, dims) = layout_btree(&r, header)?;
+    let (root, dims) = layout_btree(file, header)?;
     // Chunked layouts store rank + 1 dimensions (the last is the element size).
-    if dims != rank + 1 || root == UNDEF {
+    if dims != rank + 1 || root == HADDR_UNDEF {
         return None;
     }
     let mut walk = Walk {
-        r: &r,
+        file,
         dims,
         chunk_rows,
         rows,
@@ -100,16 +98,11 @@ pub(super) fn read(
     })
 }
 
-struct Reader<'a> {
-    file: &'a File,
-}
-
-impl Reader<'_> {
-    fn bytes(&self, at: u64, n: usize) -> Option<Vec<u8>> {
-        let mut b = vec![0; n];
-        self.file.read_exact_at(&mut b, at).ok()?;
-        Some(b)
-    }
+/// `n` bytes of `file` at `at`.
+fn bytes(file: &File, at: u64, n: usize) -> Option<Vec<u8>> {
+    let mut b = vec![0; n];
+    file.read_exact_at(&mut b, at).ok()?;
+    Some(b)
 }
 
 fn u16_at(b: &[u8], i: usize) -> Option<u16> {
@@ -126,10 +119,10 @@ fn u64_at(b: &[u8], i: usize) -> Option<u64> {
 
 /// The B-tree address and dimensionality from a version-1 object header's version-3
 /// chunked layout message (following continuation blocks).
-fn layout_btree(r: &Reader, header: u64) -> Option<(u64, usize)> {
+fn layout_btree(file: &File, header: u64) -> Option<(u64, usize)> {
     // Version-1 prefix: version, reserved, message count (2), reference count (4), size of
     // the first message block (4), padding to 16 bytes.
-    let prefix = r.bytes(header, 16)?;
+    let prefix = bytes(file, header, 16)?;
     if prefix[0] != 1 {
         return None;
     }
@@ -141,7 +134,7 @@ fn layout_btree(r: &Reader, header: u64) -> Option<(u64, usize)> {
         if seen > MAX_HEADER_BLOCKS || len > 1 << 20 {
             return None;
         }
-        let block = r.bytes(at, len)?;
+        let block = bytes(file, at, len)?;
         // Messages: type (2), size (2), flags (1), reserved (3), then `size` bytes.
         let mut i = 0;
         while i + 8 <= block.len() {
@@ -164,8 +157,8 @@ fn layout_btree(r: &Reader, header: u64) -> Option<(u64, usize)> {
     None
 }
 
-struct Walk<'a, 'f> {
-    r: &'a Reader<'f>,
+struct Walk<'a> {
+    file: &'a File,
     dims: usize,
     chunk_rows: u64,
     rows: u64,
@@ -174,13 +167,13 @@ struct Walk<'a, 'f> {
     budget: usize,
 }
 
-impl Walk<'_, '_> {
+impl Walk<'_> {
     /// Appends the chunks under the node at `addr`; returns its level. `expect` is the level
     /// its parent implies.
     fn node(&mut self, addr: u64, expect: Option<u8>) -> Option<u8> {
         self.budget = self.budget.checked_sub(1)?;
         // "TREE", node type (1 = raw data chunks), level, entries used (2), two siblings (16).
-        let head = self.r.bytes(addr, 24)?;
+        let head = bytes(self.file, addr, 24)?;
         if &head[..4] != b"TREE" || head[4] != 1 {
             return None;
         }
@@ -191,7 +184,7 @@ impl Walk<'_, '_> {
         let used = u16_at(&head, 6)? as usize;
         // Key: chunk size (4), filter mask (4), one 8-byte offset per dimension.
         let key = 8 + 8 * self.dims;
-        let body = self.r.bytes(addr + 24, used * (key + 8) + key)?;
+        let body = bytes(self.file, addr + 24, used * (key + 8) + key)?;
         for e in 0..used {
             let k = &body[e * (key + 8)..];
             let child = u64_at(k, key)?;
@@ -206,7 +199,7 @@ impl Walk<'_, '_> {
             if !others_zero
                 || row % self.chunk_rows != 0
                 || row >= self.rows
-                || child == UNDEF
+                || child == HADDR_UNDEF
                 || size == 0
             {
                 return None;
@@ -319,13 +312,7 @@ mod tests {
             let f = hdf5::File::open(&path).unwrap();
             header_address(&f.dataset("x").unwrap()).unwrap()
         };
-        let (root, dims) = layout_btree(
-            &Reader {
-                file: &File::open(&path).unwrap(),
-            },
-            header,
-        )
-        .unwrap();
+        let (root, dims) = layout_btree(&File::open(&path).unwrap(), header).unwrap();
         assert_eq!(dims, 3);
         let at = root as usize;
         assert_eq!(&bytes[at..at + 4], b"TREE");

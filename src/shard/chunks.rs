@@ -695,11 +695,7 @@ impl ChunkReader {
             ));
         }
         let (addr, size, mask) = self.lookup_in_hdf5(col, c)?;
-        col.table[2 * c].store(addr, Ordering::Relaxed);
-        col.table[2 * c + 1].store(
-            KNOWN | size as u64 | (u64::from(mask) << 32),
-            Ordering::Release,
-        );
+        col.remember(c, addr, size as u64, mask);
         Ok((addr, size, mask))
     }
 
@@ -757,11 +753,7 @@ impl ChunkReader {
                         let shuffled = self.fetch_chunk(col, c, shuffle, deflate, s)?;
                         let t = stats::ON.load(Ordering::Relaxed).then(Instant::now);
                         let mut values = vec![0u8; n * es];
-                        if shuffled {
-                            unshuffle(&s.plain, n, es, 0, &mut values);
-                        } else {
-                            values.copy_from_slice(&s.plain[..n * es]);
-                        }
+                        copy_values(&s.plain, shuffled, n, es, 0, &mut values);
                         stats::add(&stats::UNSHUFFLE_NS, elapsed_ns(t));
                         Ok(values.into())
                     })?;
@@ -783,12 +775,7 @@ impl ChunkReader {
             let t = stats::ON.load(Ordering::Relaxed).then(Instant::now);
             for (i, &r) in rows.iter().enumerate() {
                 let dst = bytes_mut(&mut out[i * re..(i + 1) * re]);
-                let v0 = (r - first) * re;
-                if shuffled {
-                    unshuffle(&s.plain, n, es, v0, dst);
-                } else {
-                    dst.copy_from_slice(&s.plain[v0 * es..(v0 + re) * es]);
-                }
+                copy_values(&s.plain, shuffled, n, es, (r - first) * re, dst);
             }
             stats::add(&stats::UNSHUFFLE_NS, elapsed_ns(t));
             Ok(())
@@ -855,6 +842,16 @@ impl ChunkReader {
     }
 }
 
+/// Values `v0 .. v0 + dst.len()/es` of a chunk of `n` values of `es` bytes into `dst`,
+/// value-major, from its bytes as stored (`shuffled`) or plain.
+fn copy_values(chunk: &[u8], shuffled: bool, n: usize, es: usize, v0: usize, dst: &mut [u8]) {
+    if shuffled {
+        unshuffle(chunk, n, es, v0, dst);
+    } else {
+        dst.copy_from_slice(&chunk[v0 * es..v0 * es + dst.len()]);
+    }
+}
+
 /// Values `v0 .. v0 + dst.len()/es` of a shuffled block of `n` values of `es` bytes
 /// (byte j of value i at `j*n + i`, HDF5's shuffle filter) into `dst`, value-major.
 fn unshuffle(src: &[u8], n: usize, es: usize, v0: usize, dst: &mut [u8]) {
@@ -885,15 +882,21 @@ fn unshuffle(src: &[u8], n: usize, es: usize, v0: usize, dst: &mut [u8]) {
 }
 
 impl Column {
+    /// Records chunk `c`'s address, stored size and filter mask in the table.
+    fn remember(&self, c: usize, addr: u64, size: u64, mask: u32) {
+        self.table[2 * c].store(addr, Ordering::Relaxed);
+        self.table[2 * c + 1].store(KNOWN | size | (u64::from(mask) << 32), Ordering::Release);
+    }
+
     /// Fills the chunk table from the file's chunk index in one walk, outside the HDF5 lock
-    /// (see [`chunk_index`]); returns whether it could. Chunks it leaves out are looked up in
-    /// HDF5 on first use, as before.
-    fn fill_from_index(&self, file: &StdFile, rows: usize) -> bool {
+    /// (see [`chunk_index`]). Chunks it leaves out (or all, for an index it cannot read) are
+    /// looked up in HDF5 on first use.
+    fn fill_from_index(&self, file: &StdFile, rows: usize) {
         if !matches!(self.access, Access::Chunked { .. }) {
-            return false;
+            return;
         }
         let Some(header) = chunk_index::header_address(&self.ds) else {
-            return false;
+            return;
         };
         let Some(index) = chunk_index::read(
             file,
@@ -902,20 +905,19 @@ impl Column {
             self.chunk_rows as u64,
             rows as u64,
         ) else {
-            return false;
+            return;
         };
         for e in index.entries {
-            let c = (e.row / self.chunk_rows as u64) as usize;
-            if e.mask >= 1 << 31 {
-                continue;
+            // A mask using the top bit would collide with KNOWN: leave that chunk to HDF5.
+            if e.mask < 1 << 31 {
+                self.remember(
+                    (e.row / self.chunk_rows as u64) as usize,
+                    e.addr,
+                    u64::from(e.size),
+                    e.mask,
+                );
             }
-            self.table[2 * c].store(e.addr, Ordering::Relaxed);
-            self.table[2 * c + 1].store(
-                KNOWN | u64::from(e.size) | (u64::from(e.mask) << 32),
-                Ordering::Release,
-            );
         }
-        true
     }
 
     /// Checks the shape (`[rows, ...]` with `row_elems` values per row) and picks the access.
