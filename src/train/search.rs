@@ -271,6 +271,34 @@ fn open_rows(dir: &Path, name: &str, rows: usize, dim: usize) -> Result<std::fs:
     Ok(f)
 }
 
+/// Batches of `rows` in order (keeping the last partial batch), `frames` uniform frames each,
+/// read by two threads: what `embed` and the reranker encode.
+fn read_in_order(
+    mix: &Arc<Mixture>,
+    tok: &Arc<TextTokenizer>,
+    rows: Vec<usize>,
+    frames: usize,
+    batch: usize,
+) -> Loader {
+    let spec = BatchSpec {
+        frames,
+        sampling: FrameSampling::Uniform,
+        seed: 0,
+        epoch: 0,
+    };
+    Loader::new(
+        mix.clone(),
+        tok.clone(),
+        Arc::new(rows),
+        batch,
+        true,
+        0,
+        spec,
+        2,
+        2,
+    )
+}
+
 /// Runs `regionfeat embed`; returns the finished index metadata.
 pub fn run_embed(args: &EmbedArgs) -> Result<IndexMeta> {
     let device = device_from_str(&args.device)?;
@@ -351,23 +379,12 @@ pub fn run_embed(args: &EmbedArgs) -> Result<IndexMeta> {
     while meta.items_done < meta.items_total {
         let lo = meta.items_done;
         let hi = (lo + chunk).min(meta.items_total);
-        let order = Arc::new((lo..hi).collect::<Vec<_>>());
-        let spec = BatchSpec {
+        let loader = read_in_order(
+            &mix,
+            &l.tok,
+            (lo..hi).collect(),
             frames,
-            sampling: FrameSampling::Uniform,
-            seed: 0,
-            epoch: 0,
-        };
-        let loader = Loader::new(
-            mix.clone(),
-            l.tok.clone(),
-            order,
             args.batch_size.max(1),
-            true,
-            0,
-            spec,
-            2,
-            2,
         );
         let captions: Vec<String> = (lo..hi).flat_map(|i| mix.captions(i)).collect();
         tch::no_grad(|| -> Result<()> {
@@ -604,23 +621,7 @@ fn rerank(
             index.items[r].id
         );
     }
-    let spec = BatchSpec {
-        frames: index.meta.frames,
-        sampling: FrameSampling::Uniform,
-        seed: 0,
-        epoch: 0,
-    };
-    let loader = Loader::new(
-        mix.clone(),
-        l.tok.clone(),
-        Arc::new(rows.to_vec()),
-        64,
-        true,
-        0,
-        spec,
-        2,
-        2,
-    );
+    let loader = read_in_order(&mix, &l.tok, rows.to_vec(), index.meta.frames, 64);
     let c = ctx(device);
     let (mut v, mut r, mut rm) = (vec![], vec![], vec![]);
     let (t, w, wm) = tch::no_grad(|| -> Result<_> {
